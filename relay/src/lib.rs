@@ -1,0 +1,15 @@
+//! relay: a PII-scrubbing HTTP log relay appliance (library half; `main.rs` is the CLI).
+//!
+//! The request path: [`server`] reads and frames a request, [`proxy`] routes it, hands the
+//! original to [`kafka`], scrubs it with [`scrub`] and forwards it with [`upstream`], then relays
+//! the upstream's response. [`runtime`] runs one pinned single-threaded worker per allowed CPU.
+
+pub mod admission;
+pub mod config;
+pub mod cpu_quota;
+pub mod error;
+pub mod http;
+pub mod kafka;
+pub mod route;
+pub mod scrub;
+pub mod upstream;
