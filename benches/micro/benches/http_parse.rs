@@ -1,0 +1,2 @@
+//! Placeholder until the http_parse micro-benchmark lands.
+fn main() {}

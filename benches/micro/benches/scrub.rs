@@ -1,0 +1,2 @@
+//! Placeholder until the scrub micro-benchmark lands.
+fn main() {}
