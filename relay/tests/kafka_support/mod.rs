@@ -418,6 +418,12 @@ const LONG: Duration = Duration::from_secs(120);
 
 fn test_config(b: &dyn Broker) -> KafkaConfig {
     let mut cfg = KafkaConfig::new(b.bootstrap());
+    if let Ok(extra) = std::env::var("RELAY_TEST_KAFKA_PROPS") {
+        for kv in extra.split(';').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').expect("k=v;k=v");
+            cfg.properties.insert(k.into(), v.into());
+        }
+    }
     for (k, v) in [
         ("linger.ms", "5"),
         ("reconnect.backoff.max.ms", "500"),
