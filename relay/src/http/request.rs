@@ -47,17 +47,22 @@ impl RequestHead {
     /// Parses a head from the start of `buf`. `Ok(None)`: incomplete, read more. On success the
     /// head occupies `buf[..head_len()]`.
     pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHead>, RequestError> {
-        // Up to 256 header slots live on the stack; a larger configured limit uses the heap.
-        let mut stack_headers = [httparse::EMPTY_HEADER; 256];
+        // Up to 256 header slots live on the stack, uninitialised (httparse fills what it
+        // uses); a larger configured limit uses the heap.
+        let mut stack_headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
         let mut heap_headers;
-        let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= 256 {
+        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= 256
+        {
             &mut stack_headers[..limits.max_headers.max(1)]
         } else {
-            heap_headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            heap_headers = (0..limits.max_headers)
+                .map(|_| std::mem::MaybeUninit::uninit())
+                .collect::<Vec<_>>();
             &mut heap_headers
         };
-        let mut req = httparse::Request::new(slots);
-        let status = req.parse(buf);
+        let mut req = httparse::Request::new(&mut []);
+        let status = req.parse_with_uninit_headers(buf, slots);
         let head_len = match status {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
