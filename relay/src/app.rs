@@ -88,7 +88,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             }
         },
         None => {
-            metrics.add_renderer(Box::new(|out| render_kafka_absent(out)));
+            metrics.add_renderer(Box::new(render_kafka_absent));
             None
         }
     };
