@@ -10,7 +10,10 @@ use relay_e2e::*;
 
 /// Scrapes and parses `/metrics`: (name, sorted labels) -> value; histograms as
 /// `name_count` / `name_sum` / `name_bucket` with `le`.
-fn scrape(relay: &Relay) -> (HashMap<(String, Vec<(String, String)>), f64>, String) {
+/// (metric name, sorted labels) -> value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
+fn scrape(relay: &Relay) -> (Samples, String) {
     let (status, text) = relay.admin_get("/metrics");
     assert_eq!(status, 200);
     let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -50,11 +53,7 @@ fn scrape(relay: &Relay) -> (HashMap<(String, Vec<(String, String)>), f64>, Stri
     (out, text)
 }
 
-fn get(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn get(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
