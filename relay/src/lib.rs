@@ -7,9 +7,11 @@
 pub mod admission;
 pub mod config;
 pub mod cpu_quota;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod route;
 pub mod scrub;
+pub mod service;
 pub mod upstream;
