@@ -666,7 +666,7 @@ pub fn sysctl_check(want: &SysctlWant, actual: Option<&str>) -> Check {
             Status::Warn,
             format!("{actual}, profile wants {rule} {}: {}", want.value, want.reason),
             format!(
-                "sysctl -w {}=\"{}\"; persist: install tuning/sysctl.d/90-relay.conf to /etc/sysctl.d/ and run `sysctl --system`",
+                "sysctl -w {}=\"{}\" (persist: tuning/sysctl.d/90-relay.conf in /etc/sysctl.d, `sysctl --system`)",
                 want.key, want.value
             ),
         )

@@ -179,3 +179,13 @@ fn io_uring_and_bpf_are_in_the_allowed_syscall_sets() {
         );
     }
 }
+
+#[test]
+fn the_example_config_loads() {
+    let path = repo().join("systemd/etc/relay/relay.toml");
+    let cfg = relay::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.workers, relay::config::Workers::Auto);
+    assert!(cfg.admin.is_some(), "the example enables the admin listener");
+    // The unit's ExecStart names this path.
+    assert!(unit_text().contains("--config /etc/relay/relay.toml"));
+}
