@@ -540,11 +540,12 @@ fn nofile_limits() -> (u64, u64) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return (0, 0);
     }
-    let conv = |v: libc::rlim_t| {
+    // rlim_t is u64 on every 64-bit Linux target relay builds for.
+    let conv = |v: libc::rlim_t| -> u64 {
         if v == libc::RLIM_INFINITY {
             u64::MAX
         } else {
-            v as u64
+            v
         }
     };
     (conv(r.rlim_cur), conv(r.rlim_max))
