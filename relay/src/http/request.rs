@@ -128,7 +128,10 @@ impl RequestHead {
                 // A list of identical values is allowed (RFC 9110 §8.6); anything else is not.
                 for part in v.split(',') {
                     let part = part.trim();
-                    if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    if part.is_empty()
+                        || part.len() > 18
+                        || !part.bytes().all(|b| b.is_ascii_digit())
+                    {
                         return Err(bad_cl());
                     }
                     let n: u64 = part.parse().map_err(|_| bad_cl())?;
@@ -171,7 +174,8 @@ impl RequestHead {
             if self.minor_version == 0 {
                 return Err(RequestError::Malformed {
                     code: "unsupported_transfer_encoding",
-                    detail: "Transfer-Encoding is not allowed in HTTP/1.0; send Content-Length".into(),
+                    detail: "Transfer-Encoding is not allowed in HTTP/1.0; send Content-Length"
+                        .into(),
                 });
             }
             if te_codings.len() != 1 || te_codings[0] != "chunked" {
@@ -185,7 +189,11 @@ impl RequestHead {
             }
             self.framing = BodyFraming::Chunked;
         } else if let Some(n) = content_length {
-            self.framing = if n == 0 { BodyFraming::None } else { BodyFraming::Length(n) };
+            self.framing = if n == 0 {
+                BodyFraming::None
+            } else {
+                BodyFraming::Length(n)
+            };
         }
         self.keep_alive = if self.minor_version == 0 {
             conn_keep_alive && !conn_close
@@ -309,8 +317,14 @@ mod tests {
             code("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
             "conflicting_content_length"
         );
-        assert_eq!(code("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), "invalid_content_length");
-        assert_eq!(code("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), "conflicting_content_length");
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            "invalid_content_length"
+        );
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            "conflicting_content_length"
+        );
         assert_eq!(
             code("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
@@ -319,8 +333,13 @@ mod tests {
             code("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
         );
-        assert_eq!(code("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"), "unsupported_transfer_encoding");
-        let ok = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
+            "unsupported_transfer_encoding"
+        );
+        let ok = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.framing, BodyFraming::Length(5));
     }
 
@@ -328,17 +347,27 @@ mod tests {
     fn keep_alive_rules() {
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(h.keep_alive);
-        let h = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let h = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!h.keep_alive);
     }
 
     #[test]
     fn limits() {
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(code(&format!("GET / HTTP/1.1\r\n{many}\r\n")), "too_many_headers");
+        assert_eq!(
+            code(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            "too_many_headers"
+        );
         let big = "a".repeat(70_000);
-        assert_eq!(code(&format!("GET / HTTP/1.1\r\nX: {big}")), "request_header_too_large");
+        assert_eq!(
+            code(&format!("GET / HTTP/1.1\r\nX: {big}")),
+            "request_header_too_large"
+        );
     }
 }

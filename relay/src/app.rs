@@ -1,0 +1,268 @@
+//! `relay run`: load the config, decide the workers and engine, bind, start the Kafka path,
+//! admission and workers, serve the admin port, then wait for signals (SIGHUP reloads;
+//! SIGTERM/SIGINT drain and exit).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::admin::{self, AdminHooks};
+use crate::config::Config;
+use crate::cpu_quota;
+use crate::metrics::Metrics;
+use crate::runtime::{self, Shared};
+use crate::state::{ConfigHub, Snapshot};
+
+/// Options of `relay run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// When listening, write `{"listen": ..., "admin": ..., "workers": N, "io_engine": ...}` here.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs relay until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return 1;
+        }
+    };
+    let plan = cpu_quota::plan(config.server.workers);
+    let engine = match runtime::choose_engine(config.server.io_engine) {
+        Ok(e) => e,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            return 1;
+        }
+    };
+    let metrics = Metrics::new(plan.count);
+    *metrics.io_engine.lock().unwrap_or_else(|p| p.into_inner()) = engine.engine.to_string();
+    let file_bytes = std::fs::read(config_path).unwrap_or_default();
+    let snapshot = match Snapshot::build(config.clone(), &file_bytes, &metrics) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    *metrics
+        .config_hash
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = snapshot.hash.clone();
+    let hub = ConfigHub::new(snapshot, config_path.to_path_buf());
+
+    let listeners = match runtime::bind_listeners(
+        config.server.listen,
+        plan.count,
+        config.server.backlog,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.server.listen, error = %e, "cannot listen; is the address in use or not local?");
+            return 1;
+        }
+    };
+    let listen_addr = listeners[0]
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+
+    let heartbeats: Arc<Vec<AtomicU64>> =
+        Arc::new((0..plan.count).map(|_| AtomicU64::new(0)).collect());
+    let epoch = Instant::now();
+    let shared = Shared {
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        kafka: None,
+        admission: None,
+        heartbeats: heartbeats.clone(),
+        epoch,
+    };
+    let mut workers =
+        match runtime::start_workers(&plan, engine.engine, &config.server, listeners, shared) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the workers");
+                return 1;
+            }
+        };
+
+    let workers_alive = {
+        let hb = heartbeats.clone();
+        move || {
+            let now = epoch.elapsed().as_millis() as u64;
+            hb.iter()
+                .all(|h| now.saturating_sub(h.load(Ordering::Relaxed)) < 5_000)
+        }
+    };
+
+    let mut admin_addr = String::new();
+    if let Some(a) = &config.admin {
+        match std::net::TcpListener::bind(a.listen) {
+            Ok(l) => {
+                admin_addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                let m = metrics.clone();
+                let m2 = metrics.clone();
+                let hub2 = hub.clone();
+                let alive = workers_alive.clone();
+                let hooks = AdminHooks {
+                    metrics: Box::new(move || m.render()),
+                    ready: Box::new(move || {
+                        if !alive() {
+                            return Err("a worker is not responding".into());
+                        }
+                        Ok(())
+                    }),
+                    reload: Box::new(move || reload(&hub2, &m2)),
+                    shed: Box::new(|_| Err("admission control is not configured".into())),
+                };
+                admin::spawn(l, Arc::new(hooks));
+            }
+            Err(e) => {
+                tracing::error!(listen = %a.listen, error = %e, "cannot listen on the admin address");
+                return 1;
+            }
+        }
+    }
+
+    tracing::info!(
+        workers = plan.count,
+        source = %plan.source,
+        capped_by_mask = plan.capped_by_mask,
+        cpus = ?plan.allowed_cpus,
+        io_engine = %engine.engine,
+        engine_reason = %engine.why,
+        listen = %listen_addr,
+        admin = %admin_addr,
+        "relay started: {} workers ({}{}), io_engine {}",
+        plan.count,
+        plan.source,
+        if plan.capped_by_mask { ", capped by the affinity mask" } else { "" },
+        engine.engine
+    );
+    if let Some(path) = &opts.ready_file {
+        let info = serde_json::json!({
+            "listen": listen_addr,
+            "admin": admin_addr,
+            "workers": plan.count,
+            "io_engine": engine.engine.to_string(),
+            "pid": std::process::id(),
+        });
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, info.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .is_err()
+        {
+            tracing::warn!(path = %path.display(), "cannot write the ready file");
+        }
+    }
+
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return 1;
+        }
+    };
+    let mut stop_signal = 0;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                let _ = reload(&hub, &metrics);
+            }
+            s => {
+                stop_signal = s;
+                break;
+            }
+        }
+    }
+
+    tracing::info!(
+        signal = stop_signal,
+        grace_ms = config.server.shutdown_grace_ms,
+        "stopping: no new connections; finishing in-flight requests"
+    );
+    for w in &mut workers {
+        if let Some(tx) = w.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+    let deadline = Instant::now()
+        + Duration::from_millis(config.server.shutdown_grace_ms)
+        + Duration::from_secs(2);
+    for w in workers {
+        while !w.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if w.thread.is_finished() {
+            let _ = w.thread.join();
+        }
+    }
+    tracing::info!("stopped");
+    0
+}
+
+/// Re-reads the config file and publishes it to every worker when it is valid as a whole.
+/// Settings that need a restart are reported and keep their running values.
+pub fn reload(hub: &ConfigHub, metrics: &Metrics) -> Result<String, String> {
+    let old = hub.current();
+    match Snapshot::load(&hub.path, metrics) {
+        Ok(new) => {
+            let mut restart = Vec::new();
+            let (o, n) = (&old.config, &new.config);
+            if o.server.listen != n.server.listen {
+                restart.push("server.listen");
+            }
+            if o.server.workers != n.server.workers {
+                restart.push("server.workers");
+            }
+            if o.server.io_engine != n.server.io_engine {
+                restart.push("server.io_engine");
+            }
+            if format!("{:?}", o.admin) != format!("{:?}", n.admin) {
+                restart.push("admin");
+            }
+            if format!("{:?}", o.kafka) != format!("{:?}", n.kafka) {
+                restart.push("kafka");
+            }
+            if format!("{:?}", o.admission) != format!("{:?}", n.admission) {
+                restart.push("admission");
+            }
+            if toml::to_string(&o.server).ok() != toml::to_string(&n.server).ok()
+                && restart.is_empty()
+            {
+                restart.push("server (limits and timeouts)");
+            }
+            let hash = new.hash.clone();
+            hub.publish(new);
+            *metrics
+                .config_hash
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = hash.clone();
+            metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            let msg = if restart.is_empty() {
+                format!(
+                    "configuration {hash} loaded: routes, PII policies, keys and upstreams swapped"
+                )
+            } else {
+                format!(
+                    "configuration {hash} loaded: routes, PII policies, keys and upstreams swapped; these changes need a restart and keep their running values: {}",
+                    restart.join(", ")
+                )
+            };
+            tracing::info!(hash = %hash, restart_needed = ?restart, "{msg}");
+            Ok(msg)
+        }
+        Err(e) => {
+            metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(errors = %e, "reload refused; the previous configuration keeps serving");
+            Err(e)
+        }
+    }
+}
