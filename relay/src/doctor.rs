@@ -1142,4 +1142,140 @@ brokers = "k1:9092, k2:9092,"
         assert_eq!(exit_code(&rows), 1);
         assert!(rows.iter().any(|r| r.name == "listen backlog"));
     }
+
+    struct TlsUpstream {
+        addr: String,
+        ca_pem: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A TLS server for `upstream.test` (certificate from a throw-away CA) on 127.0.0.1:0,
+    /// completing handshakes until the test process ends.
+    fn tls_upstream() -> TlsUpstream {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use std::sync::Arc;
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["upstream.test".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        let server = Arc::new(server);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(mut tcp) = tcp else { continue };
+                let server = server.clone();
+                std::thread::spawn(move || {
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut conn = rustls::ServerConnection::new(server).unwrap();
+                    while conn.is_handshaking() {
+                        if conn.complete_io(&mut tcp).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = conn.complete_io(&mut tcp);
+                });
+            }
+        });
+        TlsUpstream {
+            addr,
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    #[test]
+    fn tls_upstream_verified_wrong_name_and_untrusted() {
+        let up = tls_upstream();
+        let cfg = Config::from_toml(
+            &format!(
+                r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[upstreams]]
+name = "good"
+nodes = ["{addr}"]
+[upstreams.tls]
+ca_file = "{ca}"
+server_name = "upstream.test"
+
+[[upstreams]]
+name = "wrongname"
+nodes = ["{addr}"]
+[upstreams.tls]
+ca_file = "{ca}"
+server_name = "other.test"
+
+[[upstreams]]
+name = "untrusted"
+nodes = ["{addr}"]
+[upstreams.tls]
+server_name = "upstream.test"
+"#,
+                addr = up.addr,
+                ca = up.ca_pem.display()
+            ),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let u = |name: &str| cfg.upstreams.iter().find(|u| u.name == name).unwrap();
+
+        let good = upstream_check(u("good"), &up.addr);
+        assert_eq!(good.status, Status::Pass, "{good:?}");
+        assert!(good.detail.contains("certificate verified"), "{good:?}");
+
+        let wrong = upstream_check(u("wrongname"), &up.addr);
+        assert_eq!(wrong.status, Status::Fail, "{wrong:?}");
+        assert!(wrong.detail.contains("TLS handshake"), "{wrong:?}");
+        assert!(wrong.detail.contains("not valid for name"), "{wrong:?}");
+        assert!(wrong.fix.contains("server_name"), "{wrong:?}");
+
+        // The system roots do not know the throw-away CA.
+        let untrusted = upstream_check(u("untrusted"), &up.addr);
+        assert_eq!(untrusted.status, Status::Fail, "{untrusted:?}");
+        assert!(untrusted.detail.to_lowercase().contains("issuer"), "{untrusted:?}");
+    }
+
+    #[test]
+    fn host_rows_cover_the_whole_profile() {
+        let rows = checks(None);
+        for prefix in [
+            "cpu quota",
+            "io_uring",
+            "xdp admission",
+            "open files",
+            "config",
+        ] {
+            assert!(rows.iter().any(|r| r.name.starts_with(prefix)), "{prefix}");
+        }
+        for want in parse_sysctl_profile(SYSCTL_PROFILE) {
+            let name = format!("sysctl {}", want.key);
+            assert!(rows.iter().any(|r| r.name == name), "{name}");
+        }
+        for r in &rows {
+            assert!(
+                r.status == Status::Pass || !r.fix.is_empty(),
+                "no fix: {r:?}"
+            );
+        }
+        assert_eq!(run(None), exit_code(&rows));
+    }
 }

@@ -181,11 +181,20 @@ fn io_uring_and_bpf_are_in_the_allowed_syscall_sets() {
 }
 
 #[test]
-fn the_example_config_loads() {
+fn the_example_config_is_valid() {
     let path = repo().join("systemd/etc/relay/relay.toml");
-    let cfg = relay::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.server.workers, relay::config::Workers::Auto);
-    assert!(cfg.admin.is_some(), "the example enables the admin listener");
+    let out = Command::new(relay_e2e::relay_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let effective = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "relay check refused the example:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(effective.contains("workers = \"auto\""), "{effective}");
     // The unit's ExecStart names this path.
     assert!(unit_text().contains("--config /etc/relay/relay.toml"));
 }
