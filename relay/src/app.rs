@@ -15,6 +15,7 @@ use crate::cpu_quota;
 use crate::kafka::{KafkaPath, KafkaStats};
 use crate::metrics::{esc, family, Metrics};
 use crate::runtime::{self, Shared};
+use crate::service;
 use crate::state::{ConfigHub, Snapshot};
 
 /// Options of `relay run` beyond the config file.
@@ -201,6 +202,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         }
     }
 
+    if let Err(e) = service::notify_ready() {
+        tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
+    }
+    let _watchdog = service::spawn_watchdog(workers_alive.clone());
+
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -212,7 +218,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
+                let _ = service::notify_reloading();
                 let _ = reload(&hub, &metrics);
+                let _ = service::notify_ready();
             }
             s => {
                 stop_signal = s;
