@@ -477,10 +477,19 @@ impl Config {
         for (i, u) in self.upstreams.iter().enumerate() {
             let f = format!("upstreams[{i}]");
             if !names.insert(u.name.as_str()) {
-                p.push(format!("{f}.name"), format!("upstream {:?} is defined twice; give each a unique name", u.name));
+                p.push(
+                    format!("{f}.name"),
+                    format!(
+                        "upstream {:?} is defined twice; give each a unique name",
+                        u.name
+                    ),
+                );
             }
             if u.nodes.is_empty() {
-                p.push(format!("{f}.nodes"), "needs at least one node, e.g. [\"10.0.0.5:443\"]");
+                p.push(
+                    format!("{f}.nodes"),
+                    "needs at least one node, e.g. [\"10.0.0.5:443\"]",
+                );
             }
             for (j, n) in u.nodes.iter().enumerate() {
                 if let Err(msg) = crate::upstream::parse_node_address(n.address()) {
@@ -512,40 +521,67 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             let f = format!("routes[{i}]");
             if !route_names.insert(r.name.as_str()) {
-                p.push(format!("{f}.name"), format!("route {:?} is defined twice; give each a unique name", r.name));
+                p.push(
+                    format!("{f}.name"),
+                    format!(
+                        "route {:?} is defined twice; give each a unique name",
+                        r.name
+                    ),
+                );
             }
             if !r.path.starts_with('/') {
-                p.push(format!("{f}.path"), format!("{:?} must start with '/'", r.path));
+                p.push(
+                    format!("{f}.path"),
+                    format!("{:?} must start with '/'", r.path),
+                );
             }
             for (j, m) in r.methods.iter().enumerate() {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                    p.push(format!("{f}.methods[{j}]"), format!("{m:?} is not an upper-case HTTP method such as \"POST\""));
+                    p.push(
+                        format!("{f}.methods[{j}]"),
+                        format!("{m:?} is not an upper-case HTTP method such as \"POST\""),
+                    );
                 }
             }
             if !self.upstreams.iter().any(|u| u.name == r.upstream) {
                 p.push(
                     format!("{f}.upstream"),
-                    format!("no upstream named {:?}; define it under [[upstreams]] or fix the name", r.upstream),
+                    format!(
+                        "no upstream named {:?}; define it under [[upstreams]] or fix the name",
+                        r.upstream
+                    ),
                 );
             }
             if let Some(pii) = &r.pii {
                 if !self.pii.contains_key(pii) {
-                    p.push(format!("{f}.pii"), format!("no PII policy named {pii:?}; define [pii.{pii}] or fix the name"));
+                    p.push(
+                        format!("{f}.pii"),
+                        format!("no PII policy named {pii:?}; define [pii.{pii}] or fix the name"),
+                    );
                 }
             }
             if r.topic.is_some() && self.kafka.is_none() {
-                p.push(format!("{f}.topic"), "a topic needs a [kafka] section with the brokers");
+                p.push(
+                    format!("{f}.topic"),
+                    "a topic needs a [kafka] section with the brokers",
+                );
             }
             if let Some(topic) = &r.topic {
                 if topic.is_empty() {
-                    p.push(format!("{f}.topic"), "must not be empty; remove it for no Kafka copy");
+                    p.push(
+                        format!("{f}.topic"),
+                        "must not be empty; remove it for no Kafka copy",
+                    );
                 }
             }
             if let Some(key) = &r.key {
                 if let Err(msg) = crate::route::KeySource::parse(key) {
                     p.push(format!("{f}.key"), msg);
                 } else if key.starts_with("field:") && r.pii.is_none() {
-                    p.push(format!("{f}.key"), "a field key is the hashed PII value: set `pii` on this route too");
+                    p.push(
+                        format!("{f}.key"),
+                        "a field key is the hashed PII value: set `pii` on this route too",
+                    );
                 }
             }
         }

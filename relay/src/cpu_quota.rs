@@ -85,7 +85,12 @@ pub fn plan(workers: Workers) -> WorkerPlan {
 }
 
 /// [`plan`] with every input given: testable with fixture files.
-pub fn plan_from(workers: Workers, cgroup_root: &Path, proc_cgroup: &str, allowed: &[usize]) -> WorkerPlan {
+pub fn plan_from(
+    workers: Workers,
+    cgroup_root: &Path,
+    proc_cgroup: &str,
+    allowed: &[usize],
+) -> WorkerPlan {
     let allowed_cpus = allowed.to_vec();
     let mask = allowed.len().max(1);
     if let Workers::Fixed(n) = workers {
@@ -142,7 +147,10 @@ pub fn cpu_quota(root: &Path, proc_cgroup: &str) -> Option<WorkerSource> {
         let mut best: Option<(PathBuf, f64)> = None;
         for dir in ancestors(root, &p) {
             let file = dir.join("cpu.max");
-            if let Some(cpus) = std::fs::read_to_string(&file).ok().and_then(|t| parse_cpu_max(&t)) {
+            if let Some(cpus) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| parse_cpu_max(&t))
+            {
                 if best.as_ref().is_none_or(|(_, b)| cpus < *b) {
                     best = Some((file, cpus));
                 }
@@ -153,7 +161,11 @@ pub fn cpu_quota(root: &Path, proc_cgroup: &str) -> Option<WorkerSource> {
         }
     }
     if let Some((ctrls, p)) = v1_path {
-        let mounts = [root.join(&ctrls), root.join("cpu,cpuacct"), root.join("cpu")];
+        let mounts = [
+            root.join(&ctrls),
+            root.join("cpu,cpuacct"),
+            root.join("cpu"),
+        ];
         for mount in mounts.iter().filter(|m| m.is_dir()) {
             let mut best: Option<(PathBuf, f64)> = None;
             for dir in ancestors(mount, &p) {
@@ -222,7 +234,10 @@ pub fn affinity_cpus() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+            return (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+                .collect();
         }
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
@@ -247,7 +262,12 @@ mod tests {
         std::fs::create_dir_all(d.path().join("kubepods/pod1")).unwrap();
         std::fs::write(d.path().join("cpu.max"), "max 100000\n").unwrap();
         std::fs::write(d.path().join("kubepods/pod1/cpu.max"), "150000 100000\n").unwrap();
-        let p = plan_from(Workers::Auto, d.path(), "0::/kubepods/pod1\n", &(0..64).collect::<Vec<_>>());
+        let p = plan_from(
+            Workers::Auto,
+            d.path(),
+            "0::/kubepods/pod1\n",
+            &(0..64).collect::<Vec<_>>(),
+        );
         assert_eq!(p.count, 2);
         assert!(matches!(p.source, WorkerSource::CgroupV2 { .. }));
         let p = plan_from(Workers::Auto, d.path(), "0::/kubepods/pod1\n", &[3]);
@@ -263,7 +283,12 @@ mod tests {
         std::fs::create_dir_all(&cpu).unwrap();
         std::fs::write(cpu.join("cpu.cfs_quota_us"), "300000\n").unwrap();
         std::fs::write(cpu.join("cpu.cfs_period_us"), "100000\n").unwrap();
-        let p = plan_from(Workers::Auto, d.path(), "4:cpu,cpuacct:/docker/abc\n", &(0..8).collect::<Vec<_>>());
+        let p = plan_from(
+            Workers::Auto,
+            d.path(),
+            "4:cpu,cpuacct:/docker/abc\n",
+            &(0..8).collect::<Vec<_>>(),
+        );
         assert_eq!(p.count, 3);
         assert!(matches!(p.source, WorkerSource::CgroupV1 { .. }));
         let p = plan_from(Workers::Auto, d.path(), "4:memory:/x\n", &[0, 1]);

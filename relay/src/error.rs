@@ -34,7 +34,9 @@ pub enum RequestError {
         limit: usize,
     },
     /// Body larger than the limit.
-    #[error("the request body is larger than {limit} bytes; split the batch into smaller requests")]
+    #[error(
+        "the request body is larger than {limit} bytes; split the batch into smaller requests"
+    )]
     BodyTooLarge {
         /// Limit in bytes.
         limit: usize,
@@ -184,9 +186,8 @@ impl RequestError {
     /// `Retry-After` seconds, for 503s.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            RequestError::KafkaBackpressure { retry_after_s } | RequestError::Overloaded { retry_after_s } => {
-                Some(*retry_after_s)
-            }
+            RequestError::KafkaBackpressure { retry_after_s }
+            | RequestError::Overloaded { retry_after_s } => Some(*retry_after_s),
             RequestError::ShuttingDown => Some(1),
             _ => None,
         }

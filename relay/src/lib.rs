@@ -4,12 +4,22 @@
 //! original to [`kafka`], scrubs it with [`scrub`] and forwards it with [`upstream`], then relays
 //! the upstream's response. [`runtime`] runs one pinned single-threaded worker per allowed CPU.
 
+pub mod admin;
 pub mod admission;
+pub mod app;
 pub mod config;
 pub mod cpu_quota;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod proxy;
 pub mod route;
+pub mod runtime;
 pub mod scrub;
+pub mod server;
+pub mod service;
+pub mod state;
 pub mod upstream;
+pub mod worker;

@@ -110,7 +110,7 @@ impl RouteTable {
 
     /// Finds the route for a request. `path` excludes the query; `host` is the `Host` header.
     pub fn find(&self, method: &str, path: &str, host: Option<&str>) -> Result<&Route, NoRoute> {
-        let host = host.map(|h| strip_port(h));
+        let host = host.map(strip_port);
         let mut path_matched = false;
         for r in &self.routes {
             let path_ok = match r.path_match {
@@ -142,7 +142,11 @@ impl RouteTable {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split(']').next().map(|h| &host[..h.len() + 1]).unwrap_or(host);
+        return host
+            .split(']')
+            .next()
+            .map(|h| &host[..h.len() + 1])
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -151,7 +155,13 @@ fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn rc(name: &str, path: &str, m: PathMatch, methods: &[&str], host: Option<&str>) -> RouteConfig {
+    fn rc(
+        name: &str,
+        path: &str,
+        m: PathMatch,
+        methods: &[&str],
+        host: Option<&str>,
+    ) -> RouteConfig {
         RouteConfig {
             name: name.into(),
             path: path.into(),
@@ -175,17 +185,37 @@ mod tests {
             &["u".into()],
         );
         assert_eq!(&*t.find("POST", "/v1/logs", None).unwrap().name, "a");
-        assert_eq!(t.find("GET", "/v1/logs", None).unwrap_err(), NoRoute::MethodNotAllowed);
-        assert_eq!(t.find("POST", "/v1/logs/x", None).unwrap_err(), NoRoute::NotFound);
-        assert_eq!(&*t.find("PUT", "/v2/x", Some("API.example.com:8080")).unwrap().name, "b");
-        assert_eq!(t.find("PUT", "/v2/x", Some("other")).unwrap_err(), NoRoute::NotFound);
+        assert_eq!(
+            t.find("GET", "/v1/logs", None).unwrap_err(),
+            NoRoute::MethodNotAllowed
+        );
+        assert_eq!(
+            t.find("POST", "/v1/logs/x", None).unwrap_err(),
+            NoRoute::NotFound
+        );
+        assert_eq!(
+            &*t.find("PUT", "/v2/x", Some("API.example.com:8080"))
+                .unwrap()
+                .name,
+            "b"
+        );
+        assert_eq!(
+            t.find("PUT", "/v2/x", Some("other")).unwrap_err(),
+            NoRoute::NotFound
+        );
     }
 
     #[test]
     fn key_sources() {
         assert_eq!(KeySource::parse("none").unwrap(), KeySource::None);
-        assert_eq!(KeySource::parse("field:device_id").unwrap(), KeySource::Field("device_id".into()));
-        assert_eq!(KeySource::parse("header:X-Device-Id").unwrap(), KeySource::Header("x-device-id".into()));
+        assert_eq!(
+            KeySource::parse("field:device_id").unwrap(),
+            KeySource::Field("device_id".into())
+        );
+        assert_eq!(
+            KeySource::parse("header:X-Device-Id").unwrap(),
+            KeySource::Header("x-device-id".into())
+        );
         assert!(KeySource::parse("field:").is_err());
         assert!(KeySource::parse("random").is_err());
     }

@@ -53,7 +53,9 @@ pub fn root() -> std::path::PathBuf {
 /// Runs a command, failing with its name and exit status when it fails.
 pub fn run(cmd: &mut std::process::Command) -> Result<()> {
     eprintln!("xtask: $ {cmd:?}");
-    let st = cmd.status().map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
+    let st = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
     anyhow::ensure!(st.success(), "{cmd:?} failed: {st}");
     Ok(())
 }

@@ -62,10 +62,20 @@ pub fn rust_src() -> Result<()> {
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output();
     let have_src = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
         .unwrap_or(false);
     if !have_src {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -76,7 +86,14 @@ pub fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     run(Command::new("cargo")
-        .args(["install", "--locked", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
 

@@ -10,16 +10,35 @@ use crate::{root, setup};
 pub fn run() -> Result<()> {
     setup::all()?;
     let root = root();
-    run_in(&root, Command::new("cargo").args(["fmt", "--all", "--check"]))?;
-    crate::ebpf::build()?;
-    run_in(&root, Command::new("cargo").args(["build", "--workspace", "--all-targets"]))?;
     run_in(
         &root,
-        Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        Command::new("cargo").args(["fmt", "--all", "--check"]),
+    )?;
+    crate::ebpf::build()?;
+    run_in(
+        &root,
+        Command::new("cargo").args(["build", "--workspace", "--all-targets"]),
     )?;
     run_in(
         &root,
-        Command::new("cargo").args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"]),
+        Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run_in(
+        &root,
+        Command::new("cargo").args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=2",
+        ]),
     )?;
     crate::bench::run(crate::bench::BenchArgs::smoke())?;
     eprintln!("xtask: all checks passed");

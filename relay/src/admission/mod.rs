@@ -18,3 +18,14 @@ impl AdmissionConfig {
     /// Records problems under `field`.
     pub fn validate(&self, _field: &str, _p: &mut Problems) {}
 }
+
+/// Admission control handle.
+#[derive(Debug, Default)]
+pub struct Admission;
+
+impl Admission {
+    /// Whether to close a just-accepted connection (user-space shedding).
+    pub fn shed_new_connection(&self) -> bool {
+        false
+    }
+}

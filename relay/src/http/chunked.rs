@@ -250,9 +250,18 @@ mod tests {
         assert_eq!(decode_all(b"zz\r\n").unwrap_err(), ChunkError::BadSize);
         assert_eq!(decode_all(b"-1\r\n").unwrap_err(), ChunkError::BadSize);
         assert_eq!(decode_all(b"5\nhello").unwrap_err(), ChunkError::BadSize);
-        assert_eq!(decode_all(b"5\r\nhelloXX").unwrap_err(), ChunkError::BadTerminator);
-        assert_eq!(decode_all(b"11111111111111111\r\n").unwrap_err(), ChunkError::SizeOverflow);
+        assert_eq!(
+            decode_all(b"5\r\nhelloXX").unwrap_err(),
+            ChunkError::BadTerminator
+        );
+        assert_eq!(
+            decode_all(b"11111111111111111\r\n").unwrap_err(),
+            ChunkError::SizeOverflow
+        );
         let mut d = ChunkedDecoder::new(4);
-        assert_eq!(d.decode(b"5\r\nhello\r\n", &mut Vec::new()).unwrap_err(), ChunkError::TooLarge);
+        assert_eq!(
+            d.decode(b"5\r\nhello\r\n", &mut Vec::new()).unwrap_err(),
+            ChunkError::TooLarge
+        );
     }
 }

@@ -20,7 +20,9 @@ pub const HOP_BY_HOP: &[&str] = &[
 /// Whether `name` is hop-by-hop, either always or because the `Connection` header named it.
 pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection_tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+        || connection_tokens
+            .iter()
+            .any(|t| name.eq_ignore_ascii_case(t))
 }
 
 /// The tokens of every `Connection` header value, lower case.

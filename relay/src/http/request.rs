@@ -47,18 +47,22 @@ impl RequestHead {
     /// Parses a head from the start of `buf`. `Ok(None)`: incomplete, read more. On success the
     /// head occupies `buf[..head_len()]`.
     pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHead>, RequestError> {
-        // Tolerate (and skip) empty lines before a request line, RFC 9112 §2.2.
-        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers.min(256).max(1)];
-        let mut headers_vec;
-        let mut req = httparse::Request::new(&mut headers);
-        let status = match req.parse(buf) {
-            Err(httparse::Error::TooManyHeaders) if limits.max_headers > 256 => {
-                headers_vec = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                req = httparse::Request::new(&mut headers_vec);
-                req.parse(buf)
-            }
-            other => other,
+        // Up to 256 header slots live on the stack, uninitialised (httparse fills what it
+        // uses); a larger configured limit uses the heap.
+        let mut stack_headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+        let mut heap_headers;
+        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= 256
+        {
+            &mut stack_headers[..limits.max_headers.max(1)]
+        } else {
+            heap_headers = (0..limits.max_headers)
+                .map(|_| std::mem::MaybeUninit::uninit())
+                .collect::<Vec<_>>();
+            &mut heap_headers
         };
+        let mut req = httparse::Request::new(&mut []);
+        let status = req.parse_with_uninit_headers(buf, slots);
         let head_len = match status {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
@@ -128,7 +132,10 @@ impl RequestHead {
                 // A list of identical values is allowed (RFC 9110 §8.6); anything else is not.
                 for part in v.split(',') {
                     let part = part.trim();
-                    if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    if part.is_empty()
+                        || part.len() > 18
+                        || !part.bytes().all(|b| b.is_ascii_digit())
+                    {
                         return Err(bad_cl());
                     }
                     let n: u64 = part.parse().map_err(|_| bad_cl())?;
@@ -171,7 +178,8 @@ impl RequestHead {
             if self.minor_version == 0 {
                 return Err(RequestError::Malformed {
                     code: "unsupported_transfer_encoding",
-                    detail: "Transfer-Encoding is not allowed in HTTP/1.0; send Content-Length".into(),
+                    detail: "Transfer-Encoding is not allowed in HTTP/1.0; send Content-Length"
+                        .into(),
                 });
             }
             if te_codings.len() != 1 || te_codings[0] != "chunked" {
@@ -185,7 +193,11 @@ impl RequestHead {
             }
             self.framing = BodyFraming::Chunked;
         } else if let Some(n) = content_length {
-            self.framing = if n == 0 { BodyFraming::None } else { BodyFraming::Length(n) };
+            self.framing = if n == 0 {
+                BodyFraming::None
+            } else {
+                BodyFraming::Length(n)
+            };
         }
         self.keep_alive = if self.minor_version == 0 {
             conn_keep_alive && !conn_close
@@ -309,8 +321,14 @@ mod tests {
             code("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
             "conflicting_content_length"
         );
-        assert_eq!(code("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), "invalid_content_length");
-        assert_eq!(code("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), "conflicting_content_length");
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            "invalid_content_length"
+        );
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            "conflicting_content_length"
+        );
         assert_eq!(
             code("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
@@ -319,8 +337,13 @@ mod tests {
             code("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
         );
-        assert_eq!(code("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"), "unsupported_transfer_encoding");
-        let ok = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            code("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
+            "unsupported_transfer_encoding"
+        );
+        let ok = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.framing, BodyFraming::Length(5));
     }
 
@@ -328,17 +351,27 @@ mod tests {
     fn keep_alive_rules() {
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(h.keep_alive);
-        let h = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let h = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!h.keep_alive);
     }
 
     #[test]
     fn limits() {
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(code(&format!("GET / HTTP/1.1\r\n{many}\r\n")), "too_many_headers");
+        assert_eq!(
+            code(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            "too_many_headers"
+        );
         let big = "a".repeat(70_000);
-        assert_eq!(code(&format!("GET / HTTP/1.1\r\nX: {big}")), "request_header_too_large");
+        assert_eq!(
+            code(&format!("GET / HTTP/1.1\r\nX: {big}")),
+            "request_header_too_large"
+        );
     }
 }

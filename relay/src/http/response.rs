@@ -7,7 +7,12 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Appends relay's own JSON error response for `err` to `out`:
 /// `{"error":"<code>","message":"<what was wrong and what to do>"}`.
-pub fn write_error(out: &mut Vec<u8>, err: &RequestError, keep_alive: bool, request_id: Option<&str>) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    err: &RequestError,
+    keep_alive: bool,
+    request_id: Option<&str>,
+) {
     let (status, code) = err.status_and_code();
     let body = error_body(code, &err.to_string());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
@@ -71,7 +76,12 @@ mod tests {
     #[test]
     fn error_responses_are_json_with_reason() {
         let mut out = Vec::new();
-        write_error(&mut out, &RequestError::KafkaBackpressure { retry_after_s: 2 }, true, Some("abc"));
+        write_error(
+            &mut out,
+            &RequestError::KafkaBackpressure { retry_after_s: 2 },
+            true,
+            Some("abc"),
+        );
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{s}");
         assert!(s.contains("Retry-After: 2\r\n"));

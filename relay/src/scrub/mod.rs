@@ -50,28 +50,39 @@ pub struct Scrubbed {
     pub body: Vec<u8>,
     /// How many values were hashed.
     pub fields_hashed: u64,
-    /// Hash of the first value of the requested key field, if asked for and present.
-    pub key_hash: Option<String>,
 }
 
 impl Scrubber {
     /// Builds the scrubber for a validated policy (reads the key material).
     pub fn new(policy: &PiiPolicyConfig) -> Result<Scrubber, String> {
-        Ok(Scrubber { _policy: policy.clone() })
+        Ok(Scrubber {
+            _policy: policy.clone(),
+        })
     }
     /// The active key id sent upstream in `X-Relay-Key-Id` and with the Kafka record.
     pub fn key_id(&self) -> Option<&str> {
         None
     }
-    /// Scrubs a body. `key_field`: also return the hash of this field's first value.
+    /// Scrubs a body.
     pub fn scrub_body(
         &self,
         _content_type: Option<&str>,
         _content_encoding: Option<&str>,
         body: &[u8],
-        _key_field: Option<&str>,
     ) -> Result<Scrubbed, ScrubError> {
-        Ok(Scrubbed { body: body.to_vec(), fields_hashed: 0, key_hash: None })
+        Ok(Scrubbed {
+            body: body.to_vec(),
+            fields_hashed: 0,
+        })
+    }
+    /// The hash of the first value of PII field `field` in the original body (Kafka key).
+    pub fn key_hash(
+        &self,
+        _content_type: Option<&str>,
+        _body: &[u8],
+        _field: &str,
+    ) -> Option<String> {
+        None
     }
     /// Scrubs the query string (without `?`); `None` when nothing changed.
     pub fn scrub_query(&self, _query: &str) -> Option<String> {

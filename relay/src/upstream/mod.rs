@@ -1,11 +1,31 @@
-//! Upstreams: nodes with weighted round robin, a per-worker keep-alive pool per node, TLS, and
-//! the exchange of one request for one response.
+//! Upstreams: nodes with smooth weighted round robin, a per-worker keep-alive pool per node,
+//! TLS, and the exchange of one request for one response with the single allowed retry.
 
+pub mod response;
+pub mod stream;
 pub mod tls;
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use monoio_rustls::TlsConnector;
+use rustls::pki_types::ServerName;
+
+use crate::config::UpstreamConfig;
+use crate::error::RequestError;
+use crate::metrics::UpstreamMetrics;
+pub use response::UpstreamResponse;
+use response::{read_response, ExchangeError};
+use stream::UpstreamStream;
 
 /// Checks a node address is `host:port` with a numeric port (no resolution).
 pub fn parse_node_address(addr: &str) -> Result<(String, u16), String> {
-    let bad = || format!("{addr:?} is not host:port (e.g. \"10.0.0.5:443\" or \"tracking.example.com:443\")");
+    let bad = || {
+        format!("{addr:?} is not host:port (e.g. \"10.0.0.5:443\" or \"tracking.example.com:443\")")
+    };
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -13,4 +33,346 @@ pub fn parse_node_address(addr: &str) -> Result<(String, u16), String> {
         return Err(bad());
     }
     Ok((host.to_string(), port))
+}
+
+/// One node, resolved.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` as configured.
+    pub label: String,
+    /// WRR weight.
+    pub weight: i64,
+    /// TLS name (SNI + verification) when the upstream uses TLS.
+    pub server_name: Option<ServerName<'static>>,
+}
+
+/// What every worker shares about one upstream (immutable; rebuilt on reload).
+pub struct UpstreamShared {
+    /// Upstream name.
+    pub name: Arc<str>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// `Host` header value sent.
+    pub host_header: String,
+    /// TLS client config when the upstream is HTTPS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The configuration it was built from.
+    pub cfg: UpstreamConfig,
+    /// Counters (per worker slots inside).
+    pub metrics: Arc<UpstreamMetrics>,
+}
+
+impl UpstreamShared {
+    /// Resolves the nodes and builds the TLS config. Errors name the upstream and what to do.
+    pub fn build(
+        cfg: &UpstreamConfig,
+        metrics: Arc<UpstreamMetrics>,
+    ) -> Result<UpstreamShared, String> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                tls::client_config(t.ca_file.as_deref())
+                    .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
+            ),
+            None => None,
+        };
+        let mut nodes = Vec::new();
+        for n in &cfg.nodes {
+            let (host, _port) = parse_node_address(n.address())?;
+            let addr = n
+                .address()
+                .to_socket_addrs()
+                .map_err(|e| {
+                    format!(
+                        "upstream {}: cannot resolve {} ({e}); check the name or use an IP",
+                        cfg.name,
+                        n.address()
+                    )
+                })?
+                .next()
+                .ok_or_else(|| {
+                    format!(
+                        "upstream {}: {} resolves to no address",
+                        cfg.name,
+                        n.address()
+                    )
+                })?;
+            let server_name = match &cfg.tls {
+                Some(t) => {
+                    let name = t.server_name.clone().unwrap_or(host.clone());
+                    Some(
+                        tls::server_name(&name)
+                            .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
+                    )
+                }
+                None => None,
+            };
+            nodes.push(Node {
+                addr,
+                label: n.address().to_string(),
+                weight: n.weight() as i64,
+                server_name,
+            });
+        }
+        let host_header = cfg.host.clone().unwrap_or_else(|| {
+            match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
+                Some(sn) => {
+                    let port = nodes.first().map(|n| n.addr.port()).unwrap_or(443);
+                    if port == 443 {
+                        sn
+                    } else {
+                        format!("{sn}:{port}")
+                    }
+                }
+                None => cfg
+                    .nodes
+                    .first()
+                    .map(|n| n.address().to_string())
+                    .unwrap_or_default(),
+            }
+        });
+        Ok(UpstreamShared {
+            name: Arc::from(cfg.name.as_str()),
+            nodes,
+            host_header,
+            tls,
+            cfg: cfg.clone(),
+            metrics,
+        })
+    }
+}
+
+struct Idle {
+    stream: UpstreamStream,
+    since: Instant,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // The pooled connections close with this view (after a reload): keep the gauge right.
+        let idle = self.idle_count() as i64;
+        self.shared.metrics.open.add(self.worker, -idle);
+    }
+}
+
+/// One worker's view of an upstream: its WRR state and its idle connection pool.
+pub struct Upstream {
+    /// Shared, immutable part.
+    pub shared: Arc<UpstreamShared>,
+    connector: Option<TlsConnector>,
+    wrr: RefCell<Vec<i64>>,
+    pool: RefCell<Vec<Vec<Idle>>>,
+    worker: usize,
+}
+
+impl Upstream {
+    /// The per-worker upstream for worker `worker`.
+    pub fn new(shared: Arc<UpstreamShared>, worker: usize) -> Upstream {
+        let n = shared.nodes.len();
+        Upstream {
+            connector: shared.tls.clone().map(TlsConnector::from),
+            wrr: RefCell::new(vec![0; n]),
+            pool: RefCell::new((0..n).map(|_| Vec::new()).collect()),
+            shared,
+            worker,
+        }
+    }
+
+    /// Upstream name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Smooth weighted round robin (nginx's): the node for the next request.
+    fn pick(&self) -> usize {
+        let nodes = &self.shared.nodes;
+        if nodes.len() == 1 {
+            return 0;
+        }
+        let mut cur = self.wrr.borrow_mut();
+        let total: i64 = nodes.iter().map(|n| n.weight).sum();
+        let mut best = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            cur[i] += n.weight;
+            if cur[i] > cur[best] {
+                best = i;
+            }
+        }
+        cur[best] -= total;
+        best
+    }
+
+    fn take_idle(&self, node: usize) -> Option<UpstreamStream> {
+        let max_age = Duration::from_millis(self.shared.cfg.pool_idle_timeout_ms);
+        let mut pool = self.pool.borrow_mut();
+        while let Some(idle) = pool[node].pop() {
+            if idle.since.elapsed() < max_age {
+                return Some(idle.stream);
+            }
+            self.shared.metrics.open.add(self.worker, -1);
+        }
+        None
+    }
+
+    fn put_idle(&self, node: usize, stream: UpstreamStream) {
+        let mut pool = self.pool.borrow_mut();
+        if pool[node].len() < self.shared.cfg.max_idle_per_node {
+            pool[node].push(Idle {
+                stream,
+                since: Instant::now(),
+            });
+        } else {
+            self.shared.metrics.open.add(self.worker, -1);
+        }
+    }
+
+    /// Idle connections currently pooled (all nodes), for tests and metrics.
+    pub fn idle_count(&self) -> usize {
+        self.pool.borrow().iter().map(|v| v.len()).sum()
+    }
+
+    async fn connect(&self, node: usize) -> Result<UpstreamStream, RequestError> {
+        let n = &self.shared.nodes[node];
+        let limit = Duration::from_millis(self.shared.cfg.connect_timeout_ms);
+        let name = || self.shared.name.to_string();
+        let fut = async {
+            let tcp = TcpStream::connect_addr(n.addr).await.map_err(|e| {
+                RequestError::UpstreamUnreachable {
+                    upstream: name(),
+                    detail: format!("{}: {e}", n.label),
+                }
+            })?;
+            let _ = tcp.set_nodelay(true);
+            match (&self.connector, &n.server_name) {
+                (Some(c), Some(sn)) => {
+                    let tls = c.connect(sn.clone(), tcp).await.map_err(|e| {
+                        RequestError::UpstreamTls {
+                            upstream: name(),
+                            detail: format!("{}: {e}", n.label),
+                        }
+                    })?;
+                    Ok(UpstreamStream::Tls(Box::new(tls)))
+                }
+                _ => Ok(UpstreamStream::Plain(tcp)),
+            }
+        };
+        match monoio::time::timeout(limit, fut).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    self.shared.metrics.created.inc(self.worker);
+                    self.shared.metrics.open.add(self.worker, 1);
+                }
+                r
+            }
+            Err(_) => Err(RequestError::UpstreamTimeout {
+                upstream: name(),
+                phase: "connect",
+                after: limit,
+            }),
+        }
+    }
+
+    /// Sends `request` (a complete HTTP/1.1 request, head and body) and reads the response.
+    /// A reused idle connection that fails before any response byte is retried once on a fresh
+    /// connection; a refused connect moves on to the next node.
+    pub async fn exchange(
+        &self,
+        request: Vec<u8>,
+        is_head: bool,
+    ) -> Result<UpstreamResponse, RequestError> {
+        let first = self.pick();
+        let mut node = first;
+        let mut request = request;
+        let mut retried = false;
+        let mut connect_failures = 0;
+        loop {
+            let (stream, reused) = match self.take_idle(node) {
+                Some(s) if !retried => (s, true),
+                _ => match self.connect(node).await {
+                    Ok(s) => (s, false),
+                    Err(e @ RequestError::UpstreamUnreachable { .. }) => {
+                        connect_failures += 1;
+                        if connect_failures < self.shared.nodes.len() {
+                            node = (node + 1) % self.shared.nodes.len();
+                            continue;
+                        }
+                        self.shared.metrics.error(self.worker, 502);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        let (status, _) = e.status_and_code();
+                        self.shared.metrics.error(self.worker, status);
+                        return Err(e);
+                    }
+                },
+            };
+            if reused {
+                self.shared.metrics.reused.inc(self.worker);
+            }
+            let started = Instant::now();
+            match self.exchange_on(stream, request, is_head).await {
+                Ok((resp, stream)) => {
+                    self.shared
+                        .metrics
+                        .duration
+                        .observe(self.worker, started.elapsed());
+                    match stream {
+                        Some(s) => self.put_idle(node, s),
+                        None => self.shared.metrics.open.add(self.worker, -1),
+                    }
+                    return Ok(resp);
+                }
+                Err((e, req_back)) => {
+                    self.shared.metrics.open.add(self.worker, -1);
+                    if reused && !retried && e.before_response() {
+                        retried = true;
+                        self.shared.metrics.retries.inc(self.worker);
+                        request = req_back;
+                        tracing::debug!(upstream = %self.shared.name, error = %e, "stale pooled connection; retrying once on a fresh one");
+                        continue;
+                    }
+                    let err = e.into_request_error(&self.shared.name, &self.shared.cfg);
+                    let (status, _) = err.status_and_code();
+                    self.shared.metrics.error(self.worker, status);
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn exchange_on(
+        &self,
+        mut stream: UpstreamStream,
+        request: Vec<u8>,
+        is_head: bool,
+    ) -> Result<(UpstreamResponse, Option<UpstreamStream>), (ExchangeError, Vec<u8>)> {
+        let cfg = &self.shared.cfg;
+        let wlimit = Duration::from_millis(cfg.write_timeout_ms);
+        let request = match monoio::time::timeout(wlimit, stream.write_all(request)).await {
+            Ok((Ok(()), req)) => req,
+            Ok((Err(e), req)) => {
+                return Err((
+                    ExchangeError::Io {
+                        error: e,
+                        before_response: true,
+                    },
+                    req,
+                ))
+            }
+            Err(_) => {
+                return Err((
+                    ExchangeError::Timeout {
+                        phase: "accept the request",
+                        after: wlimit,
+                    },
+                    Vec::new(),
+                ))
+            }
+        };
+        match read_response(&mut stream, is_head, cfg).await {
+            Ok((resp, reusable)) => Ok((resp, reusable.then_some(stream))),
+            Err(e) => Err((e, request)),
+        }
+    }
 }

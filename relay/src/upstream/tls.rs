@@ -11,7 +11,9 @@ use rustls::{ClientConfig, RootCertStore};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// The CA file could not be read or holds no certificate.
-    #[error("cannot use CA file {path}: {detail}; give a PEM file with at least one CERTIFICATE block")]
+    #[error(
+        "cannot use CA file {path}: {detail}; give a PEM file with at least one CERTIFICATE block"
+    )]
     CaFile {
         /// The file.
         path: String,

@@ -1,0 +1,696 @@
+//! Metrics: per-worker counter slots (each written by one worker, relaxed atomics, cache-line
+//! padded), summed at scrape into the Prometheus text format. No lock is taken on the request
+//! path: the registries below are locked only when a config is built and when scraped.
+//!
+//! Names follow `relay_<what>_<unit>[_total]`; labels are low-cardinality (route, status,
+//! reason, topic, upstream).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+/// Latency histogram bucket upper bounds, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A counter with one slot per worker.
+pub struct Counter(Box<[CachePadded<AtomicU64>]>);
+
+impl Counter {
+    /// A zero counter for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Counter(
+            (0..workers.max(1))
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        )
+    }
+    /// Adds one on worker `w`'s slot.
+    #[inline]
+    pub fn inc(&self, w: usize) {
+        self.add(w, 1)
+    }
+    /// Adds `n` on worker `w`'s slot.
+    #[inline]
+    pub fn add(&self, w: usize, n: u64) {
+        self.0[w % self.0.len()].fetch_add(n, Relaxed);
+    }
+    /// The sum over workers.
+    pub fn sum(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// A gauge with one slot per worker (each worker adds and subtracts its own part).
+pub struct Gauge(Box<[CachePadded<AtomicI64>]>);
+
+impl Gauge {
+    /// A zero gauge.
+    pub fn new(workers: usize) -> Self {
+        Gauge(
+            (0..workers.max(1))
+                .map(|_| CachePadded::new(AtomicI64::new(0)))
+                .collect(),
+        )
+    }
+    /// Adds `d` (may be negative) on worker `w`'s slot.
+    #[inline]
+    pub fn add(&self, w: usize, d: i64) {
+        self.0[w % self.0.len()].fetch_add(d, Relaxed);
+    }
+    /// The sum over workers.
+    pub fn sum(&self) -> i64 {
+        self.0.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+struct HistSlot {
+    buckets: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A fixed-bucket latency histogram with one slot per worker (exact counts, merged at scrape).
+pub struct Histogram {
+    bounds: &'static [f64],
+    slots: Box<[CachePadded<HistSlot>]>,
+}
+
+impl Histogram {
+    /// A histogram over [`LATENCY_BUCKETS`].
+    pub fn new(workers: usize) -> Self {
+        Self::with_bounds(workers, LATENCY_BUCKETS)
+    }
+    /// A histogram with the given upper bounds, in seconds, ascending.
+    pub fn with_bounds(workers: usize, bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            slots: (0..workers.max(1))
+                .map(|_| {
+                    CachePadded::new(HistSlot {
+                        buckets: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                        sum_ns: AtomicU64::new(0),
+                        count: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+    /// Records one observation on worker `w`.
+    #[inline]
+    pub fn observe(&self, w: usize, d: Duration) {
+        let s = &self.slots[w % self.slots.len()];
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            s.buckets[i].fetch_add(1, Relaxed);
+        }
+        s.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+        s.count.fetch_add(1, Relaxed);
+    }
+    /// Merged (non-cumulative bucket counts, sum in seconds, count).
+    pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        let mut b = vec![0u64; self.bounds.len()];
+        let mut sum = 0u64;
+        let mut count = 0u64;
+        for s in self.slots.iter() {
+            for (i, c) in s.buckets.iter().enumerate() {
+                b[i] += c.load(Relaxed);
+            }
+            sum += s.sum_ns.load(Relaxed);
+            count += s.count.load(Relaxed);
+        }
+        (b, sum as f64 / 1e9, count)
+    }
+    /// Count of observations.
+    pub fn count(&self) -> u64 {
+        self.slots.iter().map(|s| s.count.load(Relaxed)).sum()
+    }
+}
+
+/// Per-route metrics.
+pub struct RouteMetrics {
+    /// Responses by status code (index = code - 100), per worker.
+    statuses: Box<[CachePadded<Box<[AtomicU64]>>]>,
+    /// Request duration, receipt of the head to the last response byte written.
+    pub duration: Histogram,
+    /// Request body bytes received.
+    pub bytes_in: Counter,
+    /// Response bytes (head + body) sent.
+    pub bytes_out: Counter,
+    /// PII values hashed.
+    pub pii_hashed: Counter,
+}
+
+impl RouteMetrics {
+    fn new(workers: usize) -> Self {
+        RouteMetrics {
+            statuses: (0..workers.max(1))
+                .map(|_| {
+                    CachePadded::new(
+                        (100..600)
+                            .map(|_| AtomicU64::new(0))
+                            .collect::<Box<[AtomicU64]>>(),
+                    )
+                })
+                .collect(),
+            duration: Histogram::new(workers),
+            bytes_in: Counter::new(workers),
+            bytes_out: Counter::new(workers),
+            pii_hashed: Counter::new(workers),
+        }
+    }
+    /// Counts a response with `status` on worker `w`.
+    #[inline]
+    pub fn status(&self, w: usize, status: u16) {
+        let i = (status.clamp(100, 599) - 100) as usize;
+        self.statuses[w % self.statuses.len()][i].fetch_add(1, Relaxed);
+    }
+    /// (status, count) for every status seen.
+    pub fn status_counts(&self) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        for i in 0..500 {
+            let n: u64 = self.statuses.iter().map(|s| s[i].load(Relaxed)).sum();
+            if n > 0 {
+                out.push((i as u16 + 100, n));
+            }
+        }
+        out
+    }
+}
+
+/// Per-upstream metrics.
+pub struct UpstreamMetrics {
+    /// Connections open (pooled + in use).
+    pub open: Gauge,
+    /// Requests sent on a reused pooled connection.
+    pub reused: Counter,
+    /// Connections created.
+    pub created: Counter,
+    /// Retries on a fresh connection after a stale pooled one failed.
+    pub retries: Counter,
+    errors_502: Counter,
+    errors_504: Counter,
+    /// Time from sending the request to the whole response read.
+    pub duration: Histogram,
+}
+
+impl UpstreamMetrics {
+    fn new(workers: usize) -> Self {
+        UpstreamMetrics {
+            open: Gauge::new(workers),
+            reused: Counter::new(workers),
+            created: Counter::new(workers),
+            retries: Counter::new(workers),
+            errors_502: Counter::new(workers),
+            errors_504: Counter::new(workers),
+            duration: Histogram::new(workers),
+        }
+    }
+    /// Counts a failed exchange answered with `status` (502 or 504).
+    pub fn error(&self, w: usize, status: u16) {
+        if status == 504 {
+            self.errors_504.inc(w)
+        } else {
+            self.errors_502.inc(w)
+        }
+    }
+}
+
+/// Every reason a request can be rejected with (the `reason` label); unknown codes count as
+/// `other`.
+pub const REJECT_REASONS: &[&str] = &[
+    "request_header_too_large",
+    "too_many_headers",
+    "payload_too_large",
+    "request_timeout",
+    "incomplete_body",
+    "malformed_request",
+    "conflicting_framing",
+    "conflicting_content_length",
+    "invalid_content_length",
+    "unsupported_transfer_encoding",
+    "invalid_chunk",
+    "expectation_failed",
+    "no_route",
+    "method_not_allowed",
+    "invalid_json",
+    "invalid_utf8",
+    "too_deep",
+    "unsupported_media_type",
+    "unsupported_content_encoding",
+    "empty_body",
+    "kafka_backpressure",
+    "overloaded",
+    "shutting_down",
+    "upstream_unreachable",
+    "upstream_reset",
+    "upstream_timeout",
+    "upstream_bad_response",
+    "upstream_tls",
+    "other",
+];
+
+/// A renderer of extra metric families (Kafka path, admission), appended at scrape.
+pub type ExtraRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// The process-wide metrics registry.
+pub struct Metrics {
+    workers: usize,
+    routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    upstreams: Mutex<BTreeMap<String, Arc<UpstreamMetrics>>>,
+    rejected: Vec<Counter>,
+    /// Connections accepted by the data listeners.
+    pub connections_accepted: Counter,
+    /// Connections currently open on the data listeners.
+    pub connections_open: Gauge,
+    /// Requests in flight (head read, response not yet written), per worker.
+    pub inflight: Gauge,
+    /// Config reloads that succeeded.
+    pub reloads_ok: AtomicU64,
+    /// Config reloads refused.
+    pub reloads_failed: AtomicU64,
+    /// Hash of the loaded config file.
+    pub config_hash: Mutex<String>,
+    /// `io_uring` or `epoll`.
+    pub io_engine: Mutex<String>,
+    extras: Mutex<Vec<ExtraRenderer>>,
+}
+
+impl Metrics {
+    /// An empty registry for `workers` workers.
+    pub fn new(workers: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            workers,
+            routes: Mutex::new(BTreeMap::new()),
+            upstreams: Mutex::new(BTreeMap::new()),
+            rejected: REJECT_REASONS
+                .iter()
+                .map(|_| Counter::new(workers))
+                .collect(),
+            connections_accepted: Counter::new(workers),
+            connections_open: Gauge::new(workers),
+            inflight: Gauge::new(workers),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            config_hash: Mutex::new(String::new()),
+            io_engine: Mutex::new(String::new()),
+            extras: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Number of worker slots.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The metrics of route `name` (kept across reloads).
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(self.workers)))
+            .clone()
+    }
+
+    /// The metrics of upstream `name` (kept across reloads).
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamMetrics> {
+        let mut m = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| Arc::new(UpstreamMetrics::new(self.workers)))
+            .clone()
+    }
+
+    /// Counts a rejection with `reason` on worker `w`.
+    pub fn rejected(&self, w: usize, reason: &str) {
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REJECT_REASONS.len() - 1);
+        self.rejected[i].inc(w);
+    }
+
+    /// Rejections counted for `reason`.
+    pub fn rejected_count(&self, reason: &str) -> u64 {
+        REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| self.rejected[i].sum())
+            .unwrap_or(0)
+    }
+
+    /// Registers a renderer of extra families (called at every scrape).
+    pub fn add_renderer(&self, r: ExtraRenderer) {
+        self.extras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r);
+    }
+
+    /// The whole registry in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let routes: Vec<(String, Arc<RouteMetrics>)> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ups: Vec<(String, Arc<UpstreamMetrics>)> = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        family(
+            &mut out,
+            "relay_build_info",
+            "gauge",
+            "Build and runtime information.",
+        );
+        let engine = self
+            .io_engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = writeln!(
+            out,
+            "relay_build_info{{version=\"{}\",io_engine=\"{}\",workers=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            esc(&engine),
+            self.workers
+        );
+        family(
+            &mut out,
+            "relay_requests_total",
+            "counter",
+            "Requests answered, by route and status code.",
+        );
+        for (name, r) in &routes {
+            for (code, n) in r.status_counts() {
+                let _ = writeln!(
+                    out,
+                    "relay_requests_total{{route=\"{}\",status=\"{code}\"}} {n}",
+                    esc(name)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "relay_request_duration_seconds",
+            "histogram",
+            "Time from a request's head to its last response byte written, by route.",
+        );
+        for (name, r) in &routes {
+            histogram(
+                &mut out,
+                "relay_request_duration_seconds",
+                &format!("route=\"{}\"", esc(name)),
+                &r.duration,
+            );
+        }
+        family(
+            &mut out,
+            "relay_bytes_received_total",
+            "counter",
+            "Request body bytes received, by route.",
+        );
+        for (name, r) in &routes {
+            let _ = writeln!(
+                out,
+                "relay_bytes_received_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.bytes_in.sum()
+            );
+        }
+        family(
+            &mut out,
+            "relay_bytes_sent_total",
+            "counter",
+            "Response bytes sent to clients, by route.",
+        );
+        for (name, r) in &routes {
+            let _ = writeln!(
+                out,
+                "relay_bytes_sent_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.bytes_out.sum()
+            );
+        }
+        family(
+            &mut out,
+            "relay_pii_fields_hashed_total",
+            "counter",
+            "PII values pseudonymised, by route.",
+        );
+        for (name, r) in &routes {
+            let _ = writeln!(
+                out,
+                "relay_pii_fields_hashed_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.pii_hashed.sum()
+            );
+        }
+        family(
+            &mut out,
+            "relay_rejected_requests_total",
+            "counter",
+            "Requests not forwarded, by reason.",
+        );
+        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "relay_rejected_requests_total{{reason=\"{reason}\"}} {}",
+                self.rejected[i].sum()
+            );
+        }
+        family(
+            &mut out,
+            "relay_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        let _ = writeln!(
+            out,
+            "relay_connections_accepted_total {}",
+            self.connections_accepted.sum()
+        );
+        family(
+            &mut out,
+            "relay_connections_open",
+            "gauge",
+            "Client connections open.",
+        );
+        let _ = writeln!(
+            out,
+            "relay_connections_open {}",
+            self.connections_open.sum()
+        );
+        family(
+            &mut out,
+            "relay_requests_in_flight",
+            "gauge",
+            "Requests being handled.",
+        );
+        let _ = writeln!(out, "relay_requests_in_flight {}", self.inflight.sum());
+
+        family(
+            &mut out,
+            "relay_upstream_duration_seconds",
+            "histogram",
+            "Upstream exchange time, by upstream.",
+        );
+        for (name, u) in &ups {
+            histogram(
+                &mut out,
+                "relay_upstream_duration_seconds",
+                &format!("upstream=\"{}\"", esc(name)),
+                &u.duration,
+            );
+        }
+        family(
+            &mut out,
+            "relay_upstream_connections_open",
+            "gauge",
+            "Upstream connections open (pooled or in use).",
+        );
+        for (name, u) in &ups {
+            let _ = writeln!(
+                out,
+                "relay_upstream_connections_open{{upstream=\"{}\"}} {}",
+                esc(name),
+                u.open.sum().max(0)
+            );
+        }
+        for (metric, help, get) in [
+            (
+                "relay_upstream_connections_reused_total",
+                "Requests sent on a reused keep-alive connection.",
+                (|u: &UpstreamMetrics| u.reused.sum()) as fn(&UpstreamMetrics) -> u64,
+            ),
+            (
+                "relay_upstream_connections_created_total",
+                "Upstream connections created.",
+                |u| u.created.sum(),
+            ),
+            (
+                "relay_upstream_retries_total",
+                "Retries after a stale pooled connection failed.",
+                |u| u.retries.sum(),
+            ),
+        ] {
+            family(&mut out, metric, "counter", help);
+            for (name, u) in &ups {
+                let _ = writeln!(out, "{metric}{{upstream=\"{}\"}} {}", esc(name), get(u));
+            }
+        }
+        family(
+            &mut out,
+            "relay_upstream_errors_total",
+            "counter",
+            "Upstream failures answered 502 or 504.",
+        );
+        for (name, u) in &ups {
+            let _ = writeln!(
+                out,
+                "relay_upstream_errors_total{{upstream=\"{}\",status=\"502\"}} {}",
+                esc(name),
+                u.errors_502.sum()
+            );
+            let _ = writeln!(
+                out,
+                "relay_upstream_errors_total{{upstream=\"{}\",status=\"504\"}} {}",
+                esc(name),
+                u.errors_504.sum()
+            );
+        }
+        family(
+            &mut out,
+            "relay_config_reloads_total",
+            "counter",
+            "Configuration reloads, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "relay_config_reloads_total{{result=\"success\"}} {}",
+            self.reloads_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "relay_config_reloads_total{{result=\"failure\"}} {}",
+            self.reloads_failed.load(Relaxed)
+        );
+        family(
+            &mut out,
+            "relay_config_info",
+            "gauge",
+            "The loaded configuration's SHA-256 (first 16 hex digits).",
+        );
+        let hash = self
+            .config_hash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = writeln!(out, "relay_config_info{{hash=\"{}\"}} 1", esc(&hash));
+        for r in self.extras.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            r(&mut out);
+        }
+        process_metrics(&mut out);
+        out
+    }
+}
+
+/// Writes `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes one histogram's `_bucket`, `_sum` and `_count` lines with `labels` (no braces).
+pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let (b, sum, count) = h.snapshot();
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cum = 0;
+    for (i, bound) in h.bounds.iter().enumerate() {
+        cum += b[i];
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cum}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// Escapes a label value.
+pub fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised command name.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    if f.len() > 22 {
+        let utime: f64 = f[11].parse().unwrap_or(0.0);
+        let stime: f64 = f[12].parse().unwrap_or(0.0);
+        let rss: f64 = f[21].parse().unwrap_or(0.0);
+        family(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time, seconds.",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {}", (utime + stime) / ticks);
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory, bytes.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_over_workers_and_render() {
+        let m = Metrics::new(2);
+        let r = m.route("app-logs");
+        r.status(0, 200);
+        r.status(1, 200);
+        r.status(1, 502);
+        r.duration.observe(0, Duration::from_millis(3));
+        m.rejected(1, "invalid_json");
+        m.rejected(0, "not-a-reason");
+        let text = m.render();
+        assert!(
+            text.contains("relay_requests_total{route=\"app-logs\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("relay_requests_total{route=\"app-logs\",status=\"502\"} 1"));
+        assert!(text
+            .contains("relay_request_duration_seconds_bucket{route=\"app-logs\",le=\"0.005\"} 1"));
+        assert!(text.contains("relay_request_duration_seconds_count{route=\"app-logs\"} 1"));
+        assert!(text.contains("relay_rejected_requests_total{reason=\"invalid_json\"} 1"));
+        assert!(text.contains("relay_rejected_requests_total{reason=\"other\"} 1"));
+    }
+}
