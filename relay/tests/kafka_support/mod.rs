@@ -172,6 +172,26 @@ impl Tansu {
         );
     }
 
+    /// Freezes the broker process (SIGSTOP): connections stay open but nothing is answered,
+    /// and its state (topics, records, producer ids) survives [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("tansu running").id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -362,23 +382,55 @@ pub trait Broker {
     fn keeps_data(&self) -> bool;
     /// Prepares `topic` (create it where the broker does not auto-create).
     fn create_topic(&self, topic: &str);
+    /// librdkafka properties this broker needs.
+    fn properties(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
 }
 
+/// tansu, "stopped" with SIGSTOP and brought back with SIGCONT: the process keeps its state.
 impl Broker for Tansu {
     fn bootstrap(&self) -> String {
         Tansu::bootstrap(self)
     }
     fn stop(&mut self) {
-        Tansu::stop(self)
+        self.pause()
     }
     fn start(&mut self) {
-        self.restart()
+        self.resume()
+    }
+    fn keeps_data(&self) -> bool {
+        true
+    }
+    fn create_topic(&self, topic: &str) {
+        Tansu::create_topic(self, topic)
+    }
+}
+
+/// tansu killed (SIGKILL) and started again on the same port. Its memory storage loses
+/// everything, producer ids included, and tansu answers an idempotent producer's retried
+/// batches with UNKNOWN_PRODUCER_ID forever (librdkafka bumps the epoch, KIP-360, and tansu
+/// never accepts it), so this variant runs with `enable.idempotence = false`.
+pub struct TansuRestart(pub Tansu);
+
+impl Broker for TansuRestart {
+    fn bootstrap(&self) -> String {
+        self.0.bootstrap()
+    }
+    fn stop(&mut self) {
+        self.0.stop()
+    }
+    fn start(&mut self) {
+        self.0.restart()
     }
     fn keeps_data(&self) -> bool {
         false
     }
     fn create_topic(&self, topic: &str) {
-        Tansu::create_topic(self, topic)
+        self.0.create_topic(topic)
+    }
+    fn properties(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("enable.idempotence", "false")]
     }
 }
 
@@ -418,6 +470,9 @@ const LONG: Duration = Duration::from_secs(120);
 
 fn test_config(b: &dyn Broker) -> KafkaConfig {
     let mut cfg = KafkaConfig::new(b.bootstrap());
+    for (k, v) in b.properties() {
+        cfg.properties.insert(k.into(), v.into());
+    }
     if let Ok(extra) = std::env::var("RELAY_TEST_KAFKA_PROPS") {
         for kv in extra.split(';').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').expect("k=v;k=v");
