@@ -121,9 +121,22 @@ fn test_config(b: &dyn Broker) -> KafkaConfig {
 /// Sends `n` records from `threads` threads, waits for every delivery report, shuts down, reads
 /// the topic back and compares. Returns the flush report.
 pub fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> FlushReport {
+    roundtrip_with(b, topic, n, threads, 1)
+}
+
+/// [`roundtrip`] with `producer_threads` producer threads.
+pub fn roundtrip_with(
+    b: &dyn Broker,
+    topic: &str,
+    n: usize,
+    threads: usize,
+    producer_threads: usize,
+) -> FlushReport {
     b.create_topic(topic);
     let topic: Arc<str> = topic.into();
-    let path = KafkaPath::start(&test_config(b)).expect("start");
+    let mut cfg = test_config(b);
+    cfg.producer_threads = producer_threads;
+    let path = KafkaPath::start(&cfg).expect("start");
     let sent: Vec<OriginalRecord> = (0..n).map(|i| sample(&topic, i)).collect();
     std::thread::scope(|s| {
         for chunk in sent.chunks(n.div_ceil(threads)) {
