@@ -1251,7 +1251,10 @@ server_name = "upstream.test"
         // The system roots do not know the throw-away CA.
         let untrusted = upstream_check(u("untrusted"), &up.addr);
         assert_eq!(untrusted.status, Status::Fail, "{untrusted:?}");
-        assert!(untrusted.detail.to_lowercase().contains("issuer"), "{untrusted:?}");
+        assert!(
+            untrusted.detail.to_lowercase().contains("issuer"),
+            "{untrusted:?}"
+        );
     }
 
     #[test]
