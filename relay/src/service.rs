@@ -360,4 +360,96 @@ mod tests {
         assert_eq!(recv(&sock), "WATCHDOG=1");
         wd.stop();
     }
+
+    /// Runs in a child process (see below) with `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` set: the
+    /// public, environment-driven API end to end. Ignored in normal runs; a no-op without the
+    /// variables.
+    #[test]
+    #[ignore = "run by through_the_environment_in_a_child_process"]
+    fn child_sends_through_the_environment() {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        assert!(notify_ready().unwrap());
+        assert!(notify_reloading().unwrap());
+        assert!(notify_status("reloaded").unwrap());
+        let wd = spawn_watchdog(|| true).expect("a watchdog with WATCHDOG_USEC set");
+        assert_eq!(wd.interval(), Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(60));
+        wd.stop();
+        assert!(notify_stopping().unwrap());
+    }
+
+    #[test]
+    fn through_the_environment_in_a_child_process() {
+        // The environment is process-wide: set it in a child, never in this multi-threaded one.
+        let (_dir, sock, n) = listener();
+        let NotifyAddr::Path(path) = &n.addr else {
+            unreachable!()
+        };
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "service::tests::child_sends_through_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("NOTIFY_SOCKET", path)
+            .env("WATCHDOG_USEC", "40000")
+            .env("WATCHDOG_PID", std::process::id().to_string())
+            .output()
+            .unwrap();
+        // WATCHDOG_PID names this process, not the child: the child must not start a watchdog.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success(),
+            "the child should refuse a watchdog meant for another pid"
+        );
+        assert!(
+            stdout.contains("a watchdog with WATCHDOG_USEC set"),
+            "{stdout}"
+        );
+
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "service::tests::child_sends_through_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("NOTIFY_SOCKET", path)
+            .env("WATCHDOG_USEC", "40000")
+            .env_remove("WATCHDOG_PID")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        // The first child sent READY, RELOADING and STATUS before failing on the watchdog.
+        let ready = got.iter().filter(|m| m.starts_with("READY=1")).count();
+        assert_eq!(ready, 2, "{got:?}");
+        assert!(got
+            .iter()
+            .any(|m| m.starts_with("RELOADING=1\n") && m.contains("MONOTONIC_USEC=")));
+        assert!(got.iter().any(|m| m == "STATUS=reloaded"));
+        assert!(
+            got.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+            "{got:?}"
+        );
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some("STOPPING=1\nSTATUS=draining")
+        );
+    }
 }
