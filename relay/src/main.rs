@@ -38,6 +38,13 @@ enum Cmd {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Checks this host for what relay needs (CPU quota, io_uring, BPF, limits, sysctls,
+    /// brokers, upstreams); exits non-zero when a check fails.
+    Doctor {
+        /// The configuration file (enables the Kafka, upstream and interface checks).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validates a configuration file and prints it with every default filled in.
     Check {
         /// The configuration file.
@@ -71,6 +78,14 @@ fn main() -> ExitCode {
         Cmd::Run { config, ready_file } => {
             relay::app::run(&config, relay::app::RunOptions { ready_file })
         }
+        Cmd::Doctor { config } => match config.map(|c| relay::config::Config::load(&c)) {
+            None => relay::doctor::run(None),
+            Some(Ok(c)) => relay::doctor::run(Some(&c)),
+            Some(Err(e)) => {
+                eprint!("{e}");
+                1
+            }
+        },
         Cmd::Check { config } => match relay::config::Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.to_effective_toml());

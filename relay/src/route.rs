@@ -110,7 +110,7 @@ impl RouteTable {
 
     /// Finds the route for a request. `path` excludes the query; `host` is the `Host` header.
     pub fn find(&self, method: &str, path: &str, host: Option<&str>) -> Result<&Route, NoRoute> {
-        let host = host.map(|h| strip_port(h));
+        let host = host.map(strip_port);
         let mut path_matched = false;
         for r in &self.routes {
             let path_ok = match r.path_match {

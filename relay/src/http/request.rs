@@ -47,18 +47,22 @@ impl RequestHead {
     /// Parses a head from the start of `buf`. `Ok(None)`: incomplete, read more. On success the
     /// head occupies `buf[..head_len()]`.
     pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHead>, RequestError> {
-        // Tolerate (and skip) empty lines before a request line, RFC 9112 §2.2.
-        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers.min(256).max(1)];
-        let mut headers_vec;
-        let mut req = httparse::Request::new(&mut headers);
-        let status = match req.parse(buf) {
-            Err(httparse::Error::TooManyHeaders) if limits.max_headers > 256 => {
-                headers_vec = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                req = httparse::Request::new(&mut headers_vec);
-                req.parse(buf)
-            }
-            other => other,
+        // Up to 256 header slots live on the stack, uninitialised (httparse fills what it
+        // uses); a larger configured limit uses the heap.
+        let mut stack_headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+        let mut heap_headers;
+        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= 256
+        {
+            &mut stack_headers[..limits.max_headers.max(1)]
+        } else {
+            heap_headers = (0..limits.max_headers)
+                .map(|_| std::mem::MaybeUninit::uninit())
+                .collect::<Vec<_>>();
+            &mut heap_headers
         };
+        let mut req = httparse::Request::new(&mut []);
+        let status = req.parse_with_uninit_headers(buf, slots);
         let head_len = match status {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
