@@ -361,3 +361,32 @@ fn reload_swaps_upstreams_under_load_and_refuses_a_broken_file() {
         2.0
     );
 }
+
+#[test]
+fn access_log_is_off_by_default_and_sampled_when_on() {
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&basic_config("auto", up.addr, ""));
+    for _ in 0..3 {
+        assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
+    }
+    assert!(!relay.log().contains("relay::access"), "{}", relay.log());
+
+    let cfg = basic_config("auto", up.addr, "") + "\n[log]\naccess_log = true\naccess_log_sample_rate = 1.0\n";
+    let relay = Relay::start(&cfg);
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..3 {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 200);
+    }
+    assert_eq!(c.post("/nowhere", b"{}").status, 404);
+    let log = wait_for(Duration::from_secs(10), || {
+        let l = relay.log();
+        (l.matches("relay::access").count() == 4).then_some(l)
+    })
+    .expect("one access line per request");
+    assert!(log.contains("status=404") && log.contains("route=\"app-logs\""), "{log}");
+
+    let cfg = basic_config("auto", up.addr, "") + "\n[log]\naccess_log = true\naccess_log_sample_rate = 0.0\n";
+    let relay = Relay::start(&cfg);
+    assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
+    assert!(!relay.log().contains("relay::access"));
+}
