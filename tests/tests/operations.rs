@@ -90,14 +90,14 @@ fn metrics_reconcile_with_known_outcomes() {
     }
     for _ in 0..2 {
         assert_eq!(
-            http_request(relay.addr, "GET /nowhere HTTP/1.1\r\n\r\n").status,
+            http_request(relay.addr, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").status,
             404
         );
     }
     assert_eq!(
         http_request(
             relay.addr,
-            "POST /v1/logs HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         .status,
         400
@@ -105,7 +105,7 @@ fn metrics_reconcile_with_known_outcomes() {
     assert_eq!(
         http_request(
             relay.addr,
-            "POST /v1/logs HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
         )
         .status,
         413
@@ -371,7 +371,8 @@ fn access_log_is_off_by_default_and_sampled_when_on() {
     }
     assert!(!relay.log().contains("relay::access"), "{}", relay.log());
 
-    let cfg = basic_config("auto", up.addr, "") + "\n[log]\naccess_log = true\naccess_log_sample_rate = 1.0\n";
+    let cfg = basic_config("auto", up.addr, "")
+        + "\n[log]\naccess_log = true\naccess_log_sample_rate = 1.0\n";
     let relay = Relay::start(&cfg);
     let mut c = Client::connect(relay.addr);
     for _ in 0..3 {
@@ -383,9 +384,13 @@ fn access_log_is_off_by_default_and_sampled_when_on() {
         (l.matches("relay::access").count() == 4).then_some(l)
     })
     .expect("one access line per request");
-    assert!(log.contains("status=404") && log.contains("route=\"app-logs\""), "{log}");
+    assert!(
+        log.contains("status=404") && log.contains("route=\"app-logs\""),
+        "{log}"
+    );
 
-    let cfg = basic_config("auto", up.addr, "") + "\n[log]\naccess_log = true\naccess_log_sample_rate = 0.0\n";
+    let cfg = basic_config("auto", up.addr, "")
+        + "\n[log]\naccess_log = true\naccess_log_sample_rate = 0.0\n";
     let relay = Relay::start(&cfg);
     assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
     assert!(!relay.log().contains("relay::access"));
