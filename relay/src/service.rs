@@ -126,9 +126,17 @@ pub fn notify_reloading() -> io::Result<bool> {
 }
 
 /// `STOPPING=1`: graceful shutdown started (listeners closing, in-flight requests draining).
+///
+/// From then on the watchdog thread pings unconditionally: systemd keeps the watchdog armed
+/// while the unit stops, and workers that finished draining early must not get relay killed
+/// (SIGABRT) in the middle of the others' drain. `TimeoutStopSec=` bounds a drain that hangs.
 pub fn notify_stopping() -> io::Result<bool> {
+    STOPPING.store(true, Ordering::Release);
     notify_env("STOPPING=1\nSTATUS=draining")
 }
+
+/// Set by [`notify_stopping`]: the watchdog no longer consults the worker check.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// `STATUS=...`: a free-form line shown by `systemctl status`.
 pub fn notify_status(status: &str) -> io::Result<bool> {
@@ -183,13 +191,15 @@ impl WatchdogHandle {
 pub fn spawn_watchdog(check: impl Fn() -> bool + Send + 'static) -> Option<WatchdogHandle> {
     let notifier = Notifier::from_env()?;
     let timeout = watchdog_timeout()?;
-    spawn_watchdog_with(notifier, timeout / 2, check).ok()
+    spawn_watchdog_with(notifier, timeout / 2, &STOPPING, check).ok()
 }
 
-/// [`spawn_watchdog`] with the socket and the ping interval given (tests).
+/// [`spawn_watchdog`] with the socket, the ping interval and the "stopping" flag given (tests).
+/// While `stopping` is set the thread pings without calling `check`.
 pub fn spawn_watchdog_with(
     notifier: Notifier,
     interval: Duration,
+    stopping: &'static AtomicBool,
     check: impl Fn() -> bool + Send + 'static,
 ) -> io::Result<WatchdogHandle> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -199,7 +209,7 @@ pub fn spawn_watchdog_with(
         .spawn(move || {
             let mut healthy = true;
             while !stop2.load(Ordering::Acquire) {
-                if check() {
+                if stopping.load(Ordering::Acquire) || check() {
                     if !healthy {
                         tracing::info!("workers healthy again; watchdog pings resumed");
                         healthy = true;
@@ -318,7 +328,8 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(true));
         let calls = Arc::new(AtomicUsize::new(0));
         let (h2, c2) = (healthy.clone(), calls.clone());
-        let wd = spawn_watchdog_with(n, Duration::from_millis(20), move || {
+        static DRAINING: AtomicBool = AtomicBool::new(false);
+        let wd = spawn_watchdog_with(n, Duration::from_millis(20), &DRAINING, move || {
             c2.fetch_add(1, Ordering::SeqCst);
             h2.load(Ordering::SeqCst)
         })
@@ -358,6 +369,111 @@ mod tests {
         healthy.store(true, Ordering::SeqCst);
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(recv(&sock), "WATCHDOG=1");
+
+        // During the drain a stale worker no longer withholds the pings.
+        healthy.store(false, Ordering::SeqCst);
+        DRAINING.store(true, Ordering::SeqCst);
+        let end = std::time::Instant::now() + Duration::from_millis(200);
+        let mut pings = 0;
+        while std::time::Instant::now() < end {
+            let m = recv(&sock);
+            if m == "WATCHDOG=1" {
+                pings += 1;
+            }
+        }
+        assert!(pings >= 3, "pings while draining: {pings}");
         wd.stop();
+    }
+
+    /// Runs in a child process (see below) with `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` set: the
+    /// public, environment-driven API end to end. Ignored in normal runs; a no-op without the
+    /// variables.
+    #[test]
+    #[ignore = "run by through_the_environment_in_a_child_process"]
+    fn child_sends_through_the_environment() {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        assert!(notify_ready().unwrap());
+        assert!(notify_reloading().unwrap());
+        assert!(notify_status("reloaded").unwrap());
+        let wd = spawn_watchdog(|| true).expect("a watchdog with WATCHDOG_USEC set");
+        assert_eq!(wd.interval(), Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(60));
+        wd.stop();
+        assert!(notify_stopping().unwrap());
+    }
+
+    #[test]
+    fn through_the_environment_in_a_child_process() {
+        // The environment is process-wide: set it in a child, never in this multi-threaded one.
+        let (_dir, sock, n) = listener();
+        let NotifyAddr::Path(path) = &n.addr else {
+            unreachable!()
+        };
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "service::tests::child_sends_through_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("NOTIFY_SOCKET", path)
+            .env("WATCHDOG_USEC", "40000")
+            .env("WATCHDOG_PID", std::process::id().to_string())
+            .output()
+            .unwrap();
+        // WATCHDOG_PID names this process, not the child: the child must not start a watchdog.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success(),
+            "the child should refuse a watchdog meant for another pid"
+        );
+        assert!(
+            stdout.contains("a watchdog with WATCHDOG_USEC set"),
+            "{stdout}"
+        );
+
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "service::tests::child_sends_through_the_environment",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("NOTIFY_SOCKET", path)
+            .env("WATCHDOG_USEC", "40000")
+            .env_remove("WATCHDOG_PID")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        // The first child sent READY, RELOADING and STATUS before failing on the watchdog.
+        let ready = got.iter().filter(|m| m.starts_with("READY=1")).count();
+        assert_eq!(ready, 2, "{got:?}");
+        assert!(got
+            .iter()
+            .any(|m| m.starts_with("RELOADING=1\n") && m.contains("MONOTONIC_USEC=")));
+        assert!(got.iter().any(|m| m == "STATUS=reloaded"));
+        assert!(
+            got.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+            "{got:?}"
+        );
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some("STOPPING=1\nSTATUS=draining")
+        );
     }
 }

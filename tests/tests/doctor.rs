@@ -2,9 +2,7 @@
 //! shipped sysctl profile, the exit code (1 exactly when a row fails), and the Kafka, upstream
 //! and verified-TLS rows against real local peers.
 //!
-//! The checks themselves are unit-tested in `relay/src/doctor.rs`. These tests need the
-//! `relay doctor [--config FILE]` subcommand; while `relay --help` does not list it they say so
-//! on stderr and pass without asserting anything.
+//! The checks themselves are unit-tested in `relay/src/doctor.rs`.
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
@@ -12,17 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_e2e::{relay_bin, workspace_root};
-
-fn doctor_available() -> bool {
-    let help = Command::new(relay_bin()).arg("--help").output().unwrap();
-    let ok = String::from_utf8_lossy(&help.stdout)
-        .lines()
-        .any(|l| l.trim_start().starts_with("doctor"));
-    if !ok {
-        eprintln!("this relay binary has no `doctor` subcommand yet: nothing to drive");
-    }
-    ok
-}
 
 fn doctor(config: Option<&str>) -> (Output, String) {
     let mut cmd = Command::new(relay_bin());
@@ -55,9 +42,6 @@ fn closed_port() -> String {
 
 #[test]
 fn host_only_table_has_every_profile_key_and_a_consistent_exit_code() {
-    if !doctor_available() {
-        return;
-    }
     let (out, table) = doctor(None);
     println!("{table}");
     assert!(table.starts_with("STATUS"), "{table}");
@@ -92,9 +76,6 @@ fn host_only_table_has_every_profile_key_and_a_consistent_exit_code() {
 
 #[test]
 fn unreachable_upstream_and_broker_fail_the_run() {
-    if !doctor_available() {
-        return;
-    }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let up = listener.local_addr().unwrap().to_string();
     let closed = closed_port();
@@ -145,9 +126,6 @@ brokers = "{up},{closed}"
 
 #[test]
 fn tls_upstream_is_verified_with_the_configured_ca_and_name() {
-    if !doctor_available() {
-        return;
-    }
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

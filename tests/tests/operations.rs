@@ -90,14 +90,14 @@ fn metrics_reconcile_with_known_outcomes() {
     }
     for _ in 0..2 {
         assert_eq!(
-            http_request(relay.addr, "GET /nowhere HTTP/1.1\r\n\r\n").status,
+            http_request(relay.addr, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").status,
             404
         );
     }
     assert_eq!(
         http_request(
             relay.addr,
-            "POST /v1/logs HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         .status,
         400
@@ -105,7 +105,7 @@ fn metrics_reconcile_with_known_outcomes() {
     assert_eq!(
         http_request(
             relay.addr,
-            "POST /v1/logs HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
         )
         .status,
         413
@@ -360,4 +360,38 @@ fn reload_swaps_upstreams_under_load_and_refuses_a_broken_file() {
         relay.metric("relay_config_reloads_total{result=\"success\"}"),
         2.0
     );
+}
+
+#[test]
+fn access_log_is_off_by_default_and_sampled_when_on() {
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&basic_config("auto", up.addr, ""));
+    for _ in 0..3 {
+        assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
+    }
+    assert!(!relay.log().contains("relay::access"), "{}", relay.log());
+
+    let cfg = basic_config("auto", up.addr, "")
+        + "\n[log]\naccess_log = true\naccess_log_sample_rate = 1.0\n";
+    let relay = Relay::start(&cfg);
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..3 {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 200);
+    }
+    assert_eq!(c.post("/nowhere", b"{}").status, 404);
+    let log = wait_for(Duration::from_secs(10), || {
+        let l = relay.log();
+        (l.matches("relay::access").count() == 4).then_some(l)
+    })
+    .expect("one access line per request");
+    assert!(
+        log.contains("status=404") && log.contains("route=\"app-logs\""),
+        "{log}"
+    );
+
+    let cfg = basic_config("auto", up.addr, "")
+        + "\n[log]\naccess_log = true\naccess_log_sample_rate = 0.0\n";
+    let relay = Relay::start(&cfg);
+    assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
+    assert!(!relay.log().contains("relay::access"));
 }

@@ -1,9 +1,11 @@
-//! `systemd/relay.service` passes `systemd-analyze verify` (no warning at all, with its example
-//! drop-ins applied) and keeps its hardening: `systemd-analyze security --offline` exposure at
-//! most 3.0, with the settings relay depends on (notify, watchdog, reload, capabilities, a
-//! syscall filter that still allows io_uring and bpf) present.
+//! `systemd/`: `relay.service` passes `systemd-analyze verify` (no warning at all, with its
+//! example drop-ins applied) and keeps its hardening (`systemd-analyze security --offline`
+//! exposure at most 3.0) and the settings relay depends on (notify, watchdog, reload,
+//! capabilities, a syscall filter that still allows io_uring and bpf); `relay.sysusers` and
+//! `relay.tmpfiles` create the user and `/etc/relay` in a scratch root; the example
+//! `etc/relay/relay.toml` passes `relay check`.
 //!
-//! Needs systemd's `systemd-analyze` (252+), which `cargo xtask test` installs.
+//! Needs systemd's tools (252+), which `cargo xtask test` installs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -197,4 +199,45 @@ fn the_example_config_is_valid() {
     assert!(effective.contains("workers = \"auto\""), "{effective}");
     // The unit's ExecStart names this path.
     assert!(unit_text().contains("--config /etc/relay/relay.toml"));
+}
+
+#[test]
+fn sysusers_and_tmpfiles_create_the_user_and_etc_relay() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let out = Command::new(tool)
+            .arg(format!("--root={}", root.path().display()))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); install systemd"));
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let sysusers = repo().join("systemd/relay.sysusers");
+    run("systemd-sysusers", &[sysusers.to_str().unwrap()]);
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let relay = passwd
+        .lines()
+        .find(|l| l.starts_with("relay:"))
+        .unwrap_or_else(|| panic!("no relay user:\n{passwd}"));
+    assert!(
+        relay.ends_with(":/var/lib/relay:/usr/sbin/nologin"),
+        "{relay}"
+    );
+
+    let tmpfiles = repo().join("systemd/relay.tmpfiles");
+    run(
+        "systemd-tmpfiles",
+        &["--create", tmpfiles.to_str().unwrap()],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.path().join("etc/relay"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750);
 }
