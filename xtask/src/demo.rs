@@ -78,6 +78,13 @@ pub fn run() -> Result<()> {
     // 3. relay.
     let dir = std::env::temp_dir().join(format!("relay-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // The HMAC key for pseudonymisation (a fresh random one per run).
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .context("read /dev/urandom")?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.join("pii.key"), format!("{hex}\n"))?;
     let config = sample_config(upstream.addr, &brokers);
     let mut relay = RelayProc::start(&relay_bin, &dir, &config)?;
     println!(
@@ -133,7 +140,17 @@ pub fn run() -> Result<()> {
             None => "(no byte-identical original in Kafka)".to_string(),
         };
         let right = match up {
-            Some(u) => raw(&u.body),
+            Some(u) => {
+                let mut s = raw(&u.body);
+                s.push_str("\n\n");
+                for h in ["x-device-id", "x-relay-key-id", "x-request-id"] {
+                    s.push_str(&format!(
+                        "{h}: {}\n",
+                        u.header(h).unwrap_or_else(|| "(none)".into())
+                    ));
+                }
+                s
+            }
             None => "(the tracking server got nothing)".to_string(),
         };
         side_by_side(
@@ -190,6 +207,9 @@ pii = "default"
 
 [pii.default]
 fields = ["user_id", "device_id", "order_no", "email", "phone"]
+headers = ["x-device-id"]
+key_file = "pii.key"
+key_id = "demo-2026"
 
 [kafka]
 brokers = "{brokers}"
