@@ -291,6 +291,7 @@ fn sigterm_under_load(b: &dyn Broker) {
         }));
     }
     broker::wait_for("load", LONG, || up.count() >= 400);
+    let depth_at_sigterm = relay.metric("relay_kafka_queue_depth");
     let st = relay.terminate(LONG).expect("relay exits after SIGTERM");
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -332,7 +333,7 @@ fn sigterm_under_load(b: &dyn Broker) {
         got.len()
     );
     eprintln!(
-        "sigterm under load: 200s={} forwarded={} in Kafka={} report: {line}",
+        "sigterm under load: queue depth just before SIGTERM={depth_at_sigterm} 200s={} forwarded={} in Kafka={} report: {line}",
         ok.len(),
         forwarded.len(),
         got.len()
@@ -422,6 +423,46 @@ fn mock_backpressure_503_then_flows() {
 #[test]
 fn mock_sigterm_under_load_flushes_everything() {
     sigterm_under_load(&Mock::new());
+}
+
+#[test]
+fn mock_sigterm_with_slow_broker_waits_for_in_flight_records() {
+    // 300 ms per broker round trip: records are still in flight when SIGTERM arrives.
+    let b = Mock::new();
+    b.0.broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    sigterm_under_load(&b);
+}
+
+#[test]
+fn mock_sigterm_with_broker_down_exits_non_zero_and_counts_pending() {
+    let mut b = Mock::new();
+    b.create_topic(TOPIC);
+    let up = StubUpstream::start(Behavior::default());
+    let mut relay = Relay::start(&config(up.addr, &b.bootstrap(), "flush_timeout_ms = 500"));
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(send(&mut c, 0, false).status, 200);
+    wait_delivered(&relay, 1);
+    b.stop();
+    for i in 1..=3 {
+        assert_eq!(send(&mut c, i, false).status, 200);
+    }
+    drop(c);
+    let st = relay.terminate(LONG).expect("relay exits");
+    let log = relay.log();
+    assert!(
+        !st.success(),
+        "relay must exit non-zero when originals are lost: {log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("Kafka flush"))
+        .expect("flush report");
+    assert!(
+        line.contains("enqueued=4") && line.contains("delivered=1") && line.contains("pending=3"),
+        "{line}"
+    );
+    eprintln!("sigterm with broker down: exit {st:?}; {line}");
 }
 
 #[test]
