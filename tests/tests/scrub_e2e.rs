@@ -288,7 +288,6 @@ fn unscrubbable_bodies_are_refused_epoll() {
 
 /// `relay scrub --config FILE --route NAME FILE` prints exactly what the upstream received.
 #[test]
-#[ignore = "needs the `relay scrub` subcommand in relay/src/main.rs (diff in the scrub report)"]
 fn relay_scrub_prints_what_the_upstream_receives() {
     let s = setup("epoll");
     let fixtures: Vec<(&str, Vec<u8>)> = vec![
@@ -332,6 +331,26 @@ fn relay_scrub_prints_what_the_upstream_receives() {
         );
         assert_eq!(out.stdout, received, "fixture {i}");
     }
+    // Standard input (`-`) gives the same bytes.
+    let mut child = Command::new(relay_bin())
+        .args(["scrub", "--route", "logs", "--config"])
+        .arg(&s.relay.config_path)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), BODY.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r = send(
+        &s.relay,
+        "/v1/logs",
+        "Content-Type: application/json\r\n",
+        BODY.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(out.stdout, s.up.requests().pop().unwrap().body);
     // A body the proxy would refuse: non-zero exit with the reason, nothing on stdout.
     let file = s.relay.dir.path().join("bad.json");
     std::fs::write(&file, b"{\"user_id\":").unwrap();
