@@ -20,7 +20,8 @@ fn main() {
             ebpf_dir.join("bpfel-unknown-none/release/relay-ebpf")
         }
     };
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("relay-ebpf.o");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("relay-ebpf.o");
     if object.is_file() && std::fs::copy(&object, &out).is_ok() {
         println!("cargo:rerun-if-changed={}", object.display());
         println!("cargo:rustc-cfg=relay_ebpf_embedded");

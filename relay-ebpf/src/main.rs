@@ -33,9 +33,11 @@ static RELAY_SHED: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "RELAY_BUCKETS")]
 static RELAY_BUCKETS: LruHashMap<[u8; 16], Bucket> = LruHashMap::with_max_entries(MAX_SOURCES, 0);
 #[map(name = "RELAY_ALLOW_V4")]
-static RELAY_ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_ALLOW, BPF_F_NO_PREALLOC);
+static RELAY_ALLOW_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(MAX_ALLOW, BPF_F_NO_PREALLOC);
 #[map(name = "RELAY_ALLOW_V6")]
-static RELAY_ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_ALLOW, BPF_F_NO_PREALLOC);
+static RELAY_ALLOW_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_ALLOW, BPF_F_NO_PREALLOC);
 #[map(name = "RELAY_STATS")]
 static RELAY_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
@@ -98,33 +100,38 @@ fn try_admit(ctx: &XdpContext) -> Result<u32, ()> {
     let v4: bool;
     let tcp_off: usize;
     if proto == ETH_P_IP {
-        let ver_ihl = read::<u8>(ctx, off)?;
-        let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+        // The fixed 20-byte IPv4 header, read in one bounds-checked access.
+        let h = read::<[u8; 20]>(ctx, off)?;
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
         if ihl < 20 {
             return Err(());
         }
-        let frag = u16::from_be(read::<u16>(ctx, off + 6)?);
+        let frag = u16::from_be_bytes([h[6], h[7]]);
         if frag & 0x1fff != 0 {
             return Ok(xdp_action::XDP_PASS); // a later fragment: no TCP header here
         }
-        if read::<u8>(ctx, off + 9)? != IPPROTO_TCP {
+        if h[9] != IPPROTO_TCP {
             return Ok(xdp_action::XDP_PASS);
         }
-        let a = read::<[u8; 4]>(ctx, off + 12)?;
         src[10] = 0xff;
         src[11] = 0xff;
-        src[12] = a[0];
-        src[13] = a[1];
-        src[14] = a[2];
-        src[15] = a[3];
+        src[12] = h[12];
+        src[13] = h[13];
+        src[14] = h[14];
+        src[15] = h[15];
         v4 = true;
-        tcp_off = off + ihl;
+        tcp_off = off + (ihl & 0x3c);
     } else if proto == ETH_P_IPV6 {
         // Extension headers before TCP are rare on SYNs; such packets pass.
-        if read::<u8>(ctx, off + 6)? != IPPROTO_TCP {
+        let h = read::<[u8; 24]>(ctx, off)?;
+        if h[6] != IPPROTO_TCP {
             return Ok(xdp_action::XDP_PASS);
         }
-        src = read::<[u8; 16]>(ctx, off + 8)?;
+        let mut i = 0;
+        while i < 16 {
+            src[i] = h[8 + i];
+            i += 1;
+        }
         v4 = false;
         tcp_off = off + 40;
     } else {
@@ -132,11 +139,12 @@ fn try_admit(ctx: &XdpContext) -> Result<u32, ()> {
     }
 
     // TCP: only a SYN without ACK (a new connection) to a guarded port is judged.
-    let flags = read::<u8>(ctx, tcp_off + 13)?;
-    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+    // The first 14 bytes of the TCP header (ports .. flags), in one bounds-checked access.
+    let tcp = read::<[u8; 14]>(ctx, tcp_off)?;
+    if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return Ok(xdp_action::XDP_PASS);
     }
-    let dport = u16::from_be(read::<u16>(ctx, tcp_off + 2)?);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let settings = match RELAY_SETTINGS.get(0) {
         Some(s) => s,
         None => return Ok(xdp_action::XDP_PASS),

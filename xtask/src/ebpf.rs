@@ -18,9 +18,16 @@ pub fn build() -> Result<Option<PathBuf>> {
     let root = root();
     let target_dir = root.join("target/ebpf");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(root.join("relay-ebpf"));
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(root.join("relay-ebpf"));
     // What the outer (stable) cargo set must not leak into the nightly build.
     for var in [
         "RUSTC",
@@ -38,9 +45,17 @@ pub fn build() -> Result<Option<PathBuf>> {
     }
     run(&mut cmd)?;
     let object = target_dir.join("bpfel-unknown-none/release/relay-ebpf");
-    anyhow::ensure!(object.is_file(), "build-ebpf: {} was not produced", object.display());
+    anyhow::ensure!(
+        object.is_file(),
+        "build-ebpf: {} was not produced",
+        object.display()
+    );
     let bytes = std::fs::read(&object).with_context(|| format!("reading {}", object.display()))?;
-    anyhow::ensure!(bytes.starts_with(b"\x7fELF"), "build-ebpf: {} is not an ELF object", object.display());
+    anyhow::ensure!(
+        bytes.starts_with(b"\x7fELF"),
+        "build-ebpf: {} is not an ELF object",
+        object.display()
+    );
     eprintln!("xtask: XDP object at {}", object.display());
     Ok(Some(object))
 }

@@ -56,7 +56,9 @@ pub fn next_level(current: u8, ratio: f64) -> u8 {
     if ratio >= 1.0 {
         // Up fast: 10 points, plus 50 points per unit of overload beyond the threshold.
         let extra = ((ratio - 1.0) * 50.0).clamp(0.0, 100.0) as u8;
-        current.saturating_add(STEP_UP.saturating_add(extra)).min(100)
+        current
+            .saturating_add(STEP_UP.saturating_add(extra))
+            .min(100)
     } else if ratio < HEALTHY {
         current.saturating_sub(STEP_DOWN)
     } else {

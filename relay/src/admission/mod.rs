@@ -134,10 +134,9 @@ impl std::str::FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. \"10.0.0.0/8\" or \"fd00::/8\")"))?;
+        let addr: IpAddr = a.trim().parse().map_err(|_| {
+            format!("{s:?} is not an address or CIDR (e.g. \"10.0.0.0/8\" or \"fd00::/8\")")
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -157,17 +156,29 @@ impl AdmissionConfig {
     pub fn validate(&self, field: &str, p: &mut Problems) {
         if let Some(i) = &self.interface {
             if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
-                p.push(format!("{field}.interface"), "must be a network interface name (1..=15 characters), e.g. \"eth0\"");
+                p.push(
+                    format!("{field}.interface"),
+                    "must be a network interface name (1..=15 characters), e.g. \"eth0\"",
+                );
             }
         }
         if self.ports.len() > relay_ebpf_common::MAX_PORTS {
-            p.push(format!("{field}.ports"), format!("at most {} ports", relay_ebpf_common::MAX_PORTS));
+            p.push(
+                format!("{field}.ports"),
+                format!("at most {} ports", relay_ebpf_common::MAX_PORTS),
+            );
         }
         if self.ports.contains(&0) {
-            p.push(format!("{field}.ports"), "port 0 cannot be guarded; list the real ports");
+            p.push(
+                format!("{field}.ports"),
+                "port 0 cannot be guarded; list the real ports",
+            );
         }
         if self.burst == Some(0) {
-            p.push(format!("{field}.burst"), "must be at least 1 (or remove it for 2 x rate_per_source)");
+            p.push(
+                format!("{field}.burst"),
+                "must be at least 1 (or remove it for 2 x rate_per_source)",
+            );
         }
         for (i, c) in self.allow.iter().enumerate() {
             if let Err(e) = c.parse::<Cidr>() {
@@ -202,7 +213,9 @@ impl AdmissionConfig {
     }
 
     fn burst(&self) -> u32 {
-        self.burst.unwrap_or(self.rate_per_source.saturating_mul(2)).max(1)
+        self.burst
+            .unwrap_or(self.rate_per_source.saturating_mul(2))
+            .max(1)
     }
 }
 
@@ -252,21 +265,58 @@ impl AdmissionSnapshot {
     /// Appends the Prometheus text for this snapshot (`relay_admission_*`).
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let _ = writeln!(out, "# HELP relay_admission_shed_level_ratio Share of new connections being shed (0..1).");
+        let _ = writeln!(
+            out,
+            "# HELP relay_admission_shed_level_ratio Share of new connections being shed (0..1)."
+        );
         let _ = writeln!(out, "# TYPE relay_admission_shed_level_ratio gauge");
-        let _ = writeln!(out, "relay_admission_shed_level_ratio {}", self.shed_level_percent as f64 / 100.0);
+        let _ = writeln!(
+            out,
+            "relay_admission_shed_level_ratio {}",
+            self.shed_level_percent as f64 / 100.0
+        );
         let _ = writeln!(out, "# HELP relay_admission_xdp_active Whether the XDP program judges new connections (1) or user space does (0).");
         let _ = writeln!(out, "# TYPE relay_admission_xdp_active gauge");
-        let _ = writeln!(out, "relay_admission_xdp_active {}", u8::from(matches!(self.mode, AdmissionMode::Xdp { .. })));
-        let _ = writeln!(out, "# HELP relay_admission_dropped_total New connections refused by admission, by reason.");
+        let _ = writeln!(
+            out,
+            "relay_admission_xdp_active {}",
+            u8::from(matches!(self.mode, AdmissionMode::Xdp { .. }))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_admission_dropped_total New connections refused by admission, by reason."
+        );
         let _ = writeln!(out, "# TYPE relay_admission_dropped_total counter");
-        let _ = writeln!(out, "relay_admission_dropped_total{{reason=\"rate\"}} {}", self.dropped_by_rate);
-        let _ = writeln!(out, "relay_admission_dropped_total{{reason=\"shed\"}} {}", self.dropped_by_shed);
-        let _ = writeln!(out, "relay_admission_dropped_total{{reason=\"userspace_shed\"}} {}", self.userspace_shed);
-        let _ = writeln!(out, "# HELP relay_admission_passed_total New connections admitted by XDP, by reason.");
+        let _ = writeln!(
+            out,
+            "relay_admission_dropped_total{{reason=\"rate\"}} {}",
+            self.dropped_by_rate
+        );
+        let _ = writeln!(
+            out,
+            "relay_admission_dropped_total{{reason=\"shed\"}} {}",
+            self.dropped_by_shed
+        );
+        let _ = writeln!(
+            out,
+            "relay_admission_dropped_total{{reason=\"userspace_shed\"}} {}",
+            self.userspace_shed
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_admission_passed_total New connections admitted by XDP, by reason."
+        );
         let _ = writeln!(out, "# TYPE relay_admission_passed_total counter");
-        let _ = writeln!(out, "relay_admission_passed_total{{reason=\"budget\"}} {}", self.passed);
-        let _ = writeln!(out, "relay_admission_passed_total{{reason=\"allow_listed\"}} {}", self.allowed_listed);
+        let _ = writeln!(
+            out,
+            "relay_admission_passed_total{{reason=\"budget\"}} {}",
+            self.passed
+        );
+        let _ = writeln!(
+            out,
+            "relay_admission_passed_total{{reason=\"allow_listed\"}} {}",
+            self.allowed_listed
+        );
     }
 }
 
@@ -275,6 +325,7 @@ const NO_OVERRIDE: u16 = u16::MAX;
 struct Inner {
     userspace: bool,
     mode: AdmissionMode,
+    why: String,
     level: AtomicU8,
     override_level: AtomicU16,
     userspace_shed: AtomicU64,
@@ -323,10 +374,11 @@ fn fraction_hit(percent: u8) -> bool {
         let mut x = r.get();
         if x == 0 {
             // Seed per thread from the address of the thread-local and the time.
-            x = (r as *const _ as usize as u32) ^ (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(1))
+            x = (r as *const _ as usize as u32)
+                ^ (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(1))
                 | 1;
         }
         x ^= x << 13;
@@ -355,7 +407,11 @@ impl Admission {
         };
         let allow: Vec<Cidr> = cfg.allow.iter().filter_map(|c| c.parse().ok()).collect();
         let (state, mode, why) = match &cfg.interface {
-            None => (None, AdmissionMode::UserSpace, "no admission.interface configured".to_string()),
+            None => (
+                None,
+                AdmissionMode::UserSpace,
+                "no admission.interface configured".to_string(),
+            ),
             Some(interface) => {
                 let setup = xdp::XdpSetup {
                     interface,
@@ -372,7 +428,10 @@ impl Admission {
                             attach: state.mode,
                         };
                         let why = match replaced {
-                            Some(id) => format!("object {}; replaced a stale relay program (id {id})", state.object),
+                            Some(id) => format!(
+                                "object {}; replaced a stale relay program (id {id})",
+                                state.object
+                            ),
                             None => format!("object {}", state.object),
                         };
                         (Some(state), mode, why)
@@ -393,6 +452,7 @@ impl Admission {
         let inner = Arc::new(Inner {
             userspace: state.is_none(),
             mode,
+            why,
             level: AtomicU8::new(0),
             override_level: AtomicU16::new(NO_OVERRIDE),
             userspace_shed: AtomicU64::new(0),
@@ -418,7 +478,14 @@ impl Admission {
                     let cur = c.level.load(Ordering::Relaxed);
                     let next = controller::next_level(cur, ratio);
                     if next != cur {
-                        c.apply(next, if next > cur { "overloaded" } else { "recovering" });
+                        c.apply(
+                            next,
+                            if next > cur {
+                                "overloaded"
+                            } else {
+                                "recovering"
+                            },
+                        );
                     }
                 }
             })
@@ -454,7 +521,9 @@ impl Admission {
                 self.inner.apply(l, "override");
             }
             None => {
-                self.inner.override_level.store(NO_OVERRIDE, Ordering::Relaxed);
+                self.inner
+                    .override_level
+                    .store(NO_OVERRIDE, Ordering::Relaxed);
                 tracing::info!("admission shed level back under the controller");
             }
         }
@@ -463,6 +532,11 @@ impl Admission {
     /// Where new connections are judged.
     pub fn mode(&self) -> &AdmissionMode {
         &self.inner.mode
+    }
+
+    /// Why this mode (the reason logged at start: the object used, or why XDP is not in use).
+    pub fn reason(&self) -> &str {
+        &self.inner.why
     }
 
     /// The level and counters now.
@@ -489,10 +563,21 @@ impl Admission {
     /// Stops the controller and detaches the XDP program. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.controller.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(h) = self
+            .controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
-        if let Some(mut x) = self.inner.xdp.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(mut x) = self
+            .inner
+            .xdp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             x.detach();
             tracing::info!(interface = %x.interface, "admission XDP program detached");
         }
@@ -518,7 +603,10 @@ mod tests {
     fn cidrs_parse() {
         assert_eq!(
             "10.0.0.0/8".parse::<Cidr>().unwrap(),
-            Cidr { addr: "10.0.0.0".parse().unwrap(), prefix: 8 }
+            Cidr {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8
+            }
         );
         assert_eq!("::1".parse::<Cidr>().unwrap().prefix, 128);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
@@ -527,7 +615,8 @@ mod tests {
 
     #[test]
     fn config_defaults_and_validation() {
-        let c: AdmissionConfig = toml::from_str("interface = \"eth0\"\nallow = [\"10.0.0.0/8\", \"bad\"]").unwrap();
+        let c: AdmissionConfig =
+            toml::from_str("interface = \"eth0\"\nallow = [\"10.0.0.0/8\", \"bad\"]").unwrap();
         assert_eq!(c.mode, XdpModeConfig::Auto);
         assert_eq!(c.burst(), 2000);
         let mut p = Problems::default();

@@ -93,7 +93,7 @@ fn header(buf: &mut Vec<u8>, kind: u16, flags: u16, ifindex: u32) {
     buf.extend_from_slice(&flags.to_ne_bytes());
     buf.extend_from_slice(&1u32.to_ne_bytes()); // seq
     buf.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    // ifinfomsg: family, pad, type, index, flags, change
+                                                // ifinfomsg: family, pad, type, index, flags, change
     buf.extend_from_slice(&[0u8, 0u8]);
     buf.extend_from_slice(&0u16.to_ne_bytes());
     buf.extend_from_slice(&(ifindex as i32).to_ne_bytes());
@@ -142,7 +142,10 @@ pub fn attached(ifindex: u32) -> io::Result<Attached> {
         return Err(io::Error::from_raw_os_error(-errno));
     }
     let len = (u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize).min(buf.len());
-    let mut out = Attached { mode: 0, prog_id: 0 };
+    let mut out = Attached {
+        mode: 0,
+        prog_id: 0,
+    };
     if len < 32 {
         return Ok(out);
     }
@@ -153,7 +156,9 @@ pub fn attached(ifindex: u32) -> io::Result<Attached> {
         for (k, v) in attrs(v) {
             match (k, v.len()) {
                 (IFLA_XDP_ATTACHED, 1..) => out.mode = v[0],
-                (IFLA_XDP_PROG_ID, 4..) => out.prog_id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+                (IFLA_XDP_PROG_ID, 4..) => {
+                    out.prog_id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]])
+                }
                 _ => {}
             }
         }

@@ -59,7 +59,7 @@ pub enum XdpError {
 
 fn load_err(e: impl std::error::Error + Send + Sync + 'static) -> XdpError {
     let text = format!("{e:?}");
-    let hint = if text.contains("PermissionDenied") || text.contains("EPERM") || text.contains("os error 1)") {
+    let hint = if text.contains("os error 1)") || text.contains("EPERM") {
         " (needs root or CAP_BPF + CAP_NET_ADMIN)"
     } else {
         ""
@@ -130,7 +130,10 @@ pub struct XdpState {
 /// The embedded object, when relay was built after `cargo xtask build-ebpf`.
 #[cfg(relay_ebpf_embedded)]
 pub fn embedded() -> Option<&'static [u8]> {
-    Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-ebpf.o")))
+    Some(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/relay-ebpf.o"
+    )))
 }
 
 /// The embedded object, when relay was built after `cargo xtask build-ebpf`.
@@ -164,7 +167,7 @@ fn clear_stale(interface: &str, ifindex: u32) -> Result<Option<u32>, XdpError> {
         return Ok(None);
     }
     let name = program_name(att.prog_id).unwrap_or_default();
-    if att.prog_id != 0 && !common::PROGRAM_NAME.starts_with(name.as_str()) || name.is_empty() && att.prog_id != 0 {
+    if att.prog_id != 0 && (name.is_empty() || !common::PROGRAM_NAME.starts_with(name.as_str())) {
         return Err(XdpError::Foreign {
             interface: interface.to_string(),
             name,
@@ -174,55 +177,76 @@ fn clear_stale(interface: &str, ifindex: u32) -> Result<Option<u32>, XdpError> {
     netlink::detach(ifindex, att.mode).map_err(|e| XdpError::Attach {
         interface: interface.to_string(),
         modes: "any",
-        source: format!("a stale relay program (id {}) is attached and cannot be detached: {e}", att.prog_id).into(),
+        source: format!(
+            "a stale relay program (id {}) is attached and cannot be detached: {e}",
+            att.prog_id
+        )
+        .into(),
     })?;
     Ok(Some(att.prog_id))
 }
 
 /// Loads the object, fills the maps and attaches. Returns the state and, when one was
 /// replaced, the id of a stale program that was detached.
-pub fn start(object: Object<'_>, setup: &XdpSetup<'_>) -> Result<(XdpState, Option<u32>), XdpError> {
-    let ifindex = ifindex(setup.interface).ok_or_else(|| XdpError::NoInterface(setup.interface.to_string()))?;
+pub fn start(
+    object: Object<'_>,
+    setup: &XdpSetup<'_>,
+) -> Result<(XdpState, Option<u32>), XdpError> {
+    let ifindex = ifindex(setup.interface)
+        .ok_or_else(|| XdpError::NoInterface(setup.interface.to_string()))?;
     let (mut ebpf, object_name) = match object {
-        Object::Path(p) => (aya::Ebpf::load_file(p).map_err(load_err)?, p.display().to_string()),
-        Object::Bytes(b) => (aya::Ebpf::load(b).map_err(load_err)?, "embedded".to_string()),
+        Object::Path(p) => (
+            aya::Ebpf::load_file(p).map_err(load_err)?,
+            p.display().to_string(),
+        ),
+        Object::Bytes(b) => (
+            aya::Ebpf::load(b).map_err(load_err)?,
+            "embedded".to_string(),
+        ),
     };
 
     {
         let mut settings: Array<&mut MapData, common::Settings> = Array::try_from(
-            ebpf.map_mut(common::MAP_SETTINGS).ok_or_else(|| load_err(missing(common::MAP_SETTINGS)))?,
+            ebpf.map_mut(common::MAP_SETTINGS)
+                .ok_or_else(|| load_err(missing(common::MAP_SETTINGS)))?,
         )
         .map_err(load_err)?;
         settings.set(0, settings_for(setup), 0).map_err(load_err)?;
     }
     {
         let mut v4: LpmTrie<&mut MapData, [u8; 4], u8> = LpmTrie::try_from(
-            ebpf.map_mut(common::MAP_ALLOW_V4).ok_or_else(|| load_err(missing(common::MAP_ALLOW_V4)))?,
+            ebpf.map_mut(common::MAP_ALLOW_V4)
+                .ok_or_else(|| load_err(missing(common::MAP_ALLOW_V4)))?,
         )
         .map_err(load_err)?;
         for c in setup.allow {
             if let IpAddr::V4(a) = c.addr {
-                v4.insert(&Key::new(c.prefix as u32, a.octets()), 1, 0).map_err(load_err)?;
+                v4.insert(&Key::new(c.prefix as u32, a.octets()), 1, 0)
+                    .map_err(load_err)?;
             }
         }
     }
     {
         let mut v6: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
-            ebpf.map_mut(common::MAP_ALLOW_V6).ok_or_else(|| load_err(missing(common::MAP_ALLOW_V6)))?,
+            ebpf.map_mut(common::MAP_ALLOW_V6)
+                .ok_or_else(|| load_err(missing(common::MAP_ALLOW_V6)))?,
         )
         .map_err(load_err)?;
         for c in setup.allow {
             if let IpAddr::V6(a) = c.addr {
-                v6.insert(&Key::new(c.prefix as u32, a.octets()), 1, 0).map_err(load_err)?;
+                v6.insert(&Key::new(c.prefix as u32, a.octets()), 1, 0)
+                    .map_err(load_err)?;
             }
         }
     }
     let shed: Array<MapData, u32> = Array::try_from(
-        ebpf.take_map(common::MAP_SHED).ok_or_else(|| load_err(missing(common::MAP_SHED)))?,
+        ebpf.take_map(common::MAP_SHED)
+            .ok_or_else(|| load_err(missing(common::MAP_SHED)))?,
     )
     .map_err(load_err)?;
     let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
-        ebpf.take_map(common::MAP_STATS).ok_or_else(|| load_err(missing(common::MAP_STATS)))?,
+        ebpf.take_map(common::MAP_STATS)
+            .ok_or_else(|| load_err(missing(common::MAP_STATS)))?,
     )
     .map_err(load_err)?;
 
@@ -236,7 +260,10 @@ pub fn start(object: Object<'_>, setup: &XdpSetup<'_>) -> Result<(XdpState, Opti
     let replaced = clear_stale(setup.interface, ifindex)?;
 
     let tries: &[(XdpMode, AttachedMode)] = match setup.mode {
-        XdpModeConfig::Auto => &[(XdpMode::Driver, AttachedMode::Driver), (XdpMode::Skb, AttachedMode::Skb)],
+        XdpModeConfig::Auto => &[
+            (XdpMode::Driver, AttachedMode::Driver),
+            (XdpMode::Skb, AttachedMode::Skb),
+        ],
         XdpModeConfig::Driver => &[(XdpMode::Driver, AttachedMode::Driver)],
         XdpModeConfig::Skb => &[(XdpMode::Skb, AttachedMode::Skb)],
     };
@@ -276,7 +303,9 @@ pub fn start(object: Object<'_>, setup: &XdpSetup<'_>) -> Result<(XdpState, Opti
 }
 
 fn missing(what: &str) -> std::io::Error {
-    std::io::Error::other(format!("{what} is missing from the object (an older relay-ebpf?)"))
+    std::io::Error::other(format!(
+        "{what} is missing from the object (an older relay-ebpf?)"
+    ))
 }
 
 fn settings_for(s: &XdpSetup<'_>) -> common::Settings {
