@@ -226,12 +226,12 @@ fn run(args: &[String]) {
             };
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                if per_thread > 0 {
+                if let Some(gap) = 1_000_000_000u64.checked_div(per_thread) {
                     let now = Instant::now();
                     if now < next {
                         std::thread::sleep(next - now);
                     }
-                    next += Duration::from_nanos(1_000_000_000 / per_thread);
+                    next += Duration::from_nanos(gap);
                 }
                 attempts.fetch_add(1, Ordering::Relaxed);
                 let r = (|| -> std::io::Result<u16> {
