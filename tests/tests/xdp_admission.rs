@@ -377,3 +377,91 @@ fn detached_when_dropped_without_stop() {
     }
     assert!(!lab.xdp_attached());
 }
+
+/// A relay config for the server namespace: listens on every address, XDP on `veth`.
+fn relay_config(veth: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "0.0.0.0:0"
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+
+[admission]
+interface = "{veth}"
+
+[[upstreams]]
+name = "tracking"
+nodes = ["127.0.0.1:9"]
+connect_timeout_ms = 200
+read_timeout_ms = 500
+
+[[routes]]
+name = "app-logs"
+path = "/v1/logs"
+methods = ["POST"]
+upstream = "tracking"
+"#
+    )
+}
+
+/// POST to relay's admin port, from inside the server namespace; returns the status.
+fn admin_post(lab: &Lab, admin: SocketAddr, path: &str) -> u16 {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    Lab::run(&lab.server, move || {
+        let mut s =
+            TcpStream::connect_timeout(&admin, Duration::from_secs(2)).expect("admin connect");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+#[test]
+fn relay_binary_attaches_sheds_via_admin_and_detaches_on_exit() {
+    let Some(lab) = Lab::new("r") else { return };
+    let opts = || relay_e2e::RelayOptions {
+        prefix: vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            lab.server.clone(),
+        ],
+        ..Default::default()
+    };
+    let mut relay = relay_e2e::Relay::start_with(&relay_config(&lab.veth), opts());
+    assert!(relay.log().contains("mode=xdp-"), "{}", relay.log());
+    assert!(lab.xdp_attached());
+    let port = relay.addr.port();
+    assert_eq!(connect_many(&lab, SERVER_A, port, 3), (3, 0));
+    let admin = relay.admin.expect("admin");
+    assert_eq!(admin_post(&lab, admin, "/admission/shed?level=100"), 200);
+    assert_eq!(connect_many(&lab, SERVER_A, port, 3), (0, 3));
+    assert_eq!(admin_post(&lab, admin, "/admission/shed?level=0"), 200);
+    assert_eq!(connect_many(&lab, SERVER_A, port, 3), (3, 0));
+
+    // A clean exit detaches.
+    assert!(relay.terminate(Duration::from_secs(10)).is_some());
+    assert!(!lab.xdp_attached(), "detached after SIGTERM");
+
+    // A crash (SIGKILL) leaves nothing behind that stops the next run from attaching.
+    let mut relay = relay_e2e::Relay::start_with(&relay_config(&lab.veth), opts());
+    assert!(lab.xdp_attached());
+    relay.signal("KILL");
+    let gone = relay_e2e::wait_for(Duration::from_secs(10), || {
+        (!lab.xdp_attached()).then_some(())
+    });
+    assert!(gone.is_some(), "detached after SIGKILL");
+    let relay2 = relay_e2e::Relay::start_with(&relay_config(&lab.veth), opts());
+    assert!(relay2.log().contains("mode=xdp-"), "{}", relay2.log());
+    drop(relay2);
+    drop(relay);
+}
