@@ -453,7 +453,7 @@ fn relay_binary_attaches_sheds_via_admin_and_detaches_on_exit() {
     assert!(!lab.xdp_attached(), "detached after SIGTERM");
 
     // A crash (SIGKILL) leaves nothing behind that stops the next run from attaching.
-    let mut relay = relay_e2e::Relay::start_with(&relay_config(&lab.veth), opts());
+    let relay = relay_e2e::Relay::start_with(&relay_config(&lab.veth), opts());
     assert!(lab.xdp_attached());
     relay.signal("KILL");
     let gone = relay_e2e::wait_for(Duration::from_secs(10), || {
