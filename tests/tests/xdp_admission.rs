@@ -465,3 +465,18 @@ fn relay_binary_attaches_sheds_via_admin_and_detaches_on_exit() {
     drop(relay2);
     drop(relay);
 }
+
+#[test]
+fn a_live_attachment_is_not_stolen_by_a_second_start() {
+    let Some(lab) = Lab::new("l") else { return };
+    let first = start(&lab, config(&lab, 80, |_| {}));
+    let cfg = config(&lab, 80, |_| {});
+    let (mode, reason) = Lab::run(&lab.server, move || {
+        let second = Admission::start(Some(&cfg), 0, Arc::new(LoadSample::default));
+        (second.mode().clone(), second.reason().to_string())
+    });
+    assert_eq!(mode, AdmissionMode::UserSpace, "{reason}");
+    assert!(reason.contains("cannot be detached"), "{reason}");
+    assert!(lab.xdp_attached(), "the first attachment survives");
+    assert!(matches!(first.mode(), AdmissionMode::Xdp { .. }));
+}
