@@ -399,6 +399,7 @@ impl Admission {
         load: Arc<dyn Fn() -> LoadSample + Send + Sync>,
     ) -> Admission {
         let default = AdmissionConfig::default();
+        let configured = cfg.is_some();
         let cfg = cfg.unwrap_or(&default);
         let ports: Vec<u16> = if cfg.ports.is_empty() {
             vec![listen_port]
@@ -407,6 +408,12 @@ impl Admission {
         };
         let allow: Vec<Cidr> = cfg.allow.iter().filter_map(|c| c.parse().ok()).collect();
         let (state, mode, why) = match &cfg.interface {
+            None if !configured => (
+                None,
+                AdmissionMode::UserSpace,
+                "no [admission] section: user-space shedding with the default thresholds"
+                    .to_string(),
+            ),
             None => (
                 None,
                 AdmissionMode::UserSpace,

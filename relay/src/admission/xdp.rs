@@ -58,14 +58,22 @@ pub enum XdpError {
 }
 
 fn load_err(e: impl std::error::Error + Send + Sync + 'static) -> XdpError {
-    let text = format!("{e:?}");
-    let hint = if text.contains("os error 1)") || text.contains("EPERM") {
+    // The whole chain: aya's top-level messages ("failed to create map") hide the errno.
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    let debug = format!("{e:?}");
+    let hint = if text.contains("os error 1)") || debug.contains("code: 1,") {
         " (needs root or CAP_BPF + CAP_NET_ADMIN)"
     } else {
         ""
     };
     XdpError::Load {
-        source: Box::new(e),
+        source: text.into(),
         hint,
     }
 }
