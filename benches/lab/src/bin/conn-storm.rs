@@ -8,6 +8,13 @@
 //! addresses of the same relay (from two client source addresses) to put the storm and the
 //! steady clients behind different per-source budgets.
 //!
+//! `conn-storm lab --relay BIN [--duration-s 10] [--storm-threads 400]` (root): the whole
+//! scenario. Builds two network namespaces joined by a veth pair, runs the stub upstream and
+//! relay (1 worker) in one, and both client groups in the other (storm from `10.200.1.2`, steady
+//! clients from `10.200.1.3`), once per admission setting: off, user-space shedding, XDP with a
+//! per-source budget, XDP driven by the shed level only. Prints the markdown table. Namespaces
+//! and processes are removed on the way out, even when a run fails.
+//!
 //! `conn-storm upstream --listen ADDR`: a tiny keep-alive HTTP/1.1 upstream answering 200 to
 //! everything (thread per connection; relay pools its upstream connections).
 //!
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  conn-storm upstream --listen ADDR\n  conn-storm run --steady ADDR --storm ADDR [--path /v1/logs] [--duration-s 10]\n      [--steady-clients 8] [--steady-rate 100] [--storm-threads 16] [--storm-rate 0]\n      [--timeout-ms 1000] [--label TEXT]"
+        "usage:\n  conn-storm upstream --listen ADDR\n  conn-storm run --steady ADDR --storm ADDR [--path /v1/logs] [--duration-s 10]\n      [--steady-clients 8] [--steady-rate 100] [--storm-threads 16] [--storm-rate 0]\n      [--timeout-ms 1000] [--label TEXT]\n  conn-storm lab --relay BIN [--duration-s 10] [--storm-threads 400]"
     );
     std::process::exit(2)
 }
@@ -45,6 +52,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("upstream") => upstream(&arg(&args, "--listen").unwrap_or_else(|| usage())),
         Some("run") => run(&args),
+        Some("lab") => lab(&args),
         _ => usage(),
     }
 }
@@ -272,4 +280,221 @@ fn run(args: &[String]) {
         pct(0.99),
         pct(0.999),
     );
+}
+
+/// Namespaces and processes of one lab run; removed on drop.
+struct Lab {
+    children: Vec<std::process::Child>,
+}
+
+const NS_SERVER: &str = "relaystormS";
+const NS_CLIENT: &str = "relaystormC";
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stderr(if args[0] == "netns" && args[1] == "del" {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::inherit()
+        })
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let _ = ip(&["netns", "del", NS_SERVER]);
+        let _ = ip(&["netns", "del", NS_CLIENT]);
+        let lab = Lab {
+            children: Vec::new(),
+        };
+        let ok = [
+            vec!["netns", "add", NS_SERVER],
+            vec!["netns", "add", NS_CLIENT],
+            vec![
+                "link", "add", "vstorm", "netns", NS_SERVER, "type", "veth", "peer", "name",
+                "vstormc", "netns", NS_CLIENT,
+            ],
+            vec![
+                "-n",
+                NS_SERVER,
+                "addr",
+                "add",
+                "10.200.1.1/24",
+                "dev",
+                "vstorm",
+            ],
+            vec![
+                "-n",
+                NS_SERVER,
+                "addr",
+                "add",
+                "10.200.1.11/24",
+                "dev",
+                "vstorm",
+            ],
+            vec![
+                "-n",
+                NS_CLIENT,
+                "addr",
+                "add",
+                "10.200.1.2/24",
+                "dev",
+                "vstormc",
+            ],
+            vec![
+                "-n",
+                NS_CLIENT,
+                "addr",
+                "add",
+                "10.200.1.3/24",
+                "dev",
+                "vstormc",
+            ],
+            vec!["-n", NS_SERVER, "link", "set", "vstorm", "up"],
+            vec!["-n", NS_SERVER, "link", "set", "lo", "up"],
+            vec!["-n", NS_CLIENT, "link", "set", "vstormc", "up"],
+            vec!["-n", NS_CLIENT, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                NS_CLIENT,
+                "route",
+                "add",
+                "10.200.1.11/32",
+                "dev",
+                "vstormc",
+                "src",
+                "10.200.1.3",
+            ],
+        ]
+        .iter()
+        .all(|a| ip(a));
+        assert!(
+            ok,
+            "conn-storm lab: namespace set-up failed (root and iproute2 needed)"
+        );
+        lab
+    }
+
+    fn spawn(&mut self, ns: &str, cmd: &[&str], log: &std::path::Path) {
+        let out = std::fs::File::create(log).expect("log file");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+    }
+
+    fn stop_children(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_children();
+        let _ = ip(&["netns", "del", NS_SERVER]);
+        let _ = ip(&["netns", "del", NS_CLIENT]);
+    }
+}
+
+fn lab(args: &[String]) {
+    let relay = arg(args, "--relay").unwrap_or_else(|| usage());
+    let duration = num(args, "--duration-s", 10).to_string();
+    let threads = num(args, "--storm-threads", 400).to_string();
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let dir = std::env::temp_dir().join(format!("conn-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let runs: [(&str, &str); 4] = [
+        (
+            "off",
+            "inflight_high = 1000000\nbacklog_high = 1000000\nkafka_fill_high = 1.0",
+        ),
+        ("user-space shed (inflight_high 4)", "inflight_high = 4"),
+        (
+            "xdp, per-source budget (rate 100/s, burst 200)",
+            "interface = \"vstorm\"\nrate_per_source = 100\nburst = 200",
+        ),
+        (
+            "xdp, shed level only (rate 0, inflight_high 4)",
+            "interface = \"vstorm\"\nrate_per_source = 0\ninflight_high = 4",
+        ),
+    ];
+    println!("| admission | storm attempted conn/s | storm answered/s | steady requests | steady success | p50 ms | p99 ms | p99.9 ms |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (i, (label, admission)) in runs.iter().enumerate() {
+        let mut lab = Lab::new();
+        lab.spawn(
+            NS_SERVER,
+            &[me, "upstream", "--listen", "127.0.0.1:19090"],
+            &dir.join("upstream.log"),
+        );
+        let config = dir.join(format!("relay-{i}.toml"));
+        let ready = dir.join(format!("ready-{i}.json"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"0.0.0.0:8080\"\nworkers = 1\nbacklog = 128\n\n[admission]\n{admission}\n\n\
+                 [[upstreams]]\nname = \"tracking\"\nnodes = [\"127.0.0.1:19090\"]\nconnect_timeout_ms = 1000\nread_timeout_ms = 1500\n\n\
+                 [[routes]]\nname = \"app-logs\"\npath = \"/v1/logs\"\nmethods = [\"POST\"]\nupstream = \"tracking\"\n"
+            ),
+        )
+        .expect("write config");
+        let (c, r) = (config.to_str().unwrap(), ready.to_str().unwrap());
+        lab.spawn(
+            NS_SERVER,
+            &[&relay, "run", "--config", c, "--ready-file", r],
+            &dir.join(format!("relay-{i}.log")),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            ready.exists(),
+            "relay did not start; see {}",
+            dir.join(format!("relay-{i}.log")).display()
+        );
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                NS_CLIENT,
+                me,
+                "run",
+                "--steady",
+                "10.200.1.11:8080",
+                "--storm",
+                "10.200.1.1:8080",
+            ])
+            .args([
+                "--duration-s",
+                &duration,
+                "--steady-clients",
+                "8",
+                "--steady-rate",
+                "100",
+            ])
+            .args(["--storm-threads", &threads, "--label", label])
+            .output()
+            .expect("run the clients");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
