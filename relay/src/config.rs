@@ -452,6 +452,13 @@ impl Config {
         for p in self.pii.values_mut() {
             p.resolve_paths(base);
         }
+        if let Some(a) = &mut self.admission {
+            if let Some(o) = &mut a.object_path {
+                if o.is_relative() {
+                    *o = base.join(&*o);
+                }
+            }
+        }
     }
 
     /// Checks the whole file, recording every problem.
@@ -655,7 +662,10 @@ upstream = "tracking"
         assert_eq!(c.upstreams[0].connect_timeout_ms, 2000);
         let printed = c.to_effective_toml();
         assert!(printed.contains("max_body_bytes = 1048576"), "{printed}");
-        assert!(printed.contains("access_log_sample_rate = 1.0"), "{printed}");
+        assert!(
+            printed.contains("access_log_sample_rate = 1.0"),
+            "{printed}"
+        );
         assert_eq!(c.log.access_log_sample_rate, 1.0);
     }
 

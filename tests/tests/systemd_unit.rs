@@ -188,7 +188,11 @@ fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
     std::fs::copy(repo().join("systemd/etc/relay/relay.toml"), &path).unwrap();
-    std::fs::write(dir.path().join("pii.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(
+        dir.path().join("pii.key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     let out = Command::new(relay_e2e::relay_bin())
         .args(["check", "--config"])
         .arg(&path)
