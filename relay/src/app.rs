@@ -419,6 +419,31 @@ fn render_kafka_absent(out: &mut String) {
         "Capacity of the Kafka path, records (0: no [kafka]).",
     );
     let _ = writeln!(out, "relay_kafka_queue_capacity 0");
+    // The per-topic families exist (with no series) so dashboards and alerts resolve.
+    family(
+        out,
+        "relay_kafka_records_enqueued_total",
+        "counter",
+        "Originals queued for Kafka, by topic.",
+    );
+    family(
+        out,
+        "relay_kafka_records_delivered_total",
+        "counter",
+        "Originals acknowledged by Kafka, by topic.",
+    );
+    family(
+        out,
+        "relay_kafka_records_failed_total",
+        "counter",
+        "Originals whose delivery failed, by topic and reason.",
+    );
+    family(
+        out,
+        "relay_kafka_delivery_duration_seconds",
+        "histogram",
+        "Time from queueing an original to its delivery report, by topic.",
+    );
 }
 
 /// Re-reads the config file and publishes it to every worker when it is valid as a whole.
