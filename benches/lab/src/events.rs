@@ -155,7 +155,7 @@ impl EventGen {
         let event_id = self.hex(24);
         let r = &mut self.rng;
         let mut items = String::new();
-        let n_items = 1 + r.below(3);
+        let n_items = if size < 900 { 1 } else { 1 + r.below(3) };
         let mut amount = 0;
         for i in 0..n_items {
             let price = (1 + r.below(200)) * 500;
@@ -170,43 +170,72 @@ impl EventGen {
                 r.pick(&["fashion", "beauty", "food", "digital", "living"])
             ));
         }
-        let mut s = format!(
-            concat!(
-                r#"{{"event":"{event}","event_id":"{event_id}","seq":{seq},"client_ts":{ts},"#,
-                r#""server_ts":{sts},"sent_at":"{sent_at}","#,
-                r#""app":{{"name":"shop","version":"{version}","build":{build},"channel":"store"}},"#,
-                r#""device":{{"os":"{os}","os_version":"{os_version}","model":"{model}","#,
-                r#""locale":"{locale}","timezone":"{tz}","network":"{network}","screen":{{"w":1179,"h":2556}}}},"#,
-                r#""user_id":"{user_id}","device_id":"{device_id}","order_no":"{order_no}","#,
-                r#""session_id":"{session}","#,
-                r#""props":{{"screen":"{screen}","referrer":"push","item_count":{n_items},"#,
-                r#""amount":{amount},"currency":"{currency}","items":[{items}],"#,
-                r#""ab":{{"exp_checkout_v2":"B","exp_reco_rank":"control"}}"#
-            ),
-            event = event,
-            event_id = event_id,
-            seq = self.seq,
-            ts = ts_ms,
-            sts = ts_ms + lag,
-            sent_at = sent_at,
-            version = version,
-            build = version.replace(['.', '-'], "").len() * 10_000 + 1203,
-            os = os,
-            os_version = os_version,
-            model = model,
-            locale = locale,
-            tz = tz,
-            network = network,
-            user_id = user_id,
-            device_id = device_id,
-            order_no = order_no,
-            session = session,
-            screen = screen,
-            n_items = n_items,
-            amount = amount,
-            currency = currency,
-            items = items,
-        );
+        let mut s = if size < 900 {
+            // Compact shape for 0.5 KB events: the same fields an app sends, fewer extras.
+            format!(
+                concat!(
+                    r#"{{"event":"{event}","seq":{seq},"client_ts":{ts},"sent_at":"{sent_at}","#,
+                    r#""app":{{"version":"{version}"}},"#,
+                    r#""device":{{"os":"{os}","os_version":"{os_version}","locale":"{locale}"}},"#,
+                    r#""user_id":"{user_id}","device_id":"{device_id}","order_no":"{order_no}","#,
+                    r#""props":{{"screen":"{screen}","amount":{amount},"currency":"{currency}","#,
+                    r#""items":[{items}]"#
+                ),
+                event = event,
+                seq = self.seq,
+                ts = ts_ms,
+                sent_at = sent_at,
+                version = version,
+                os = os,
+                os_version = os_version,
+                locale = locale,
+                user_id = user_id,
+                device_id = device_id,
+                order_no = order_no,
+                screen = screen,
+                amount = amount,
+                currency = currency,
+                items = items,
+            )
+        } else {
+            format!(
+                concat!(
+                    r#"{{"event":"{event}","event_id":"{event_id}","seq":{seq},"client_ts":{ts},"#,
+                    r#""server_ts":{sts},"sent_at":"{sent_at}","#,
+                    r#""app":{{"name":"shop","version":"{version}","build":{build},"channel":"store"}},"#,
+                    r#""device":{{"os":"{os}","os_version":"{os_version}","model":"{model}","#,
+                    r#""locale":"{locale}","timezone":"{tz}","network":"{network}","screen":{{"w":1179,"h":2556}}}},"#,
+                    r#""user_id":"{user_id}","device_id":"{device_id}","order_no":"{order_no}","#,
+                    r#""session_id":"{session}","#,
+                    r#""props":{{"screen":"{screen}","referrer":"push","item_count":{n_items},"#,
+                    r#""amount":{amount},"currency":"{currency}","items":[{items}],"#,
+                    r#""ab":{{"exp_checkout_v2":"B","exp_reco_rank":"control"}}"#
+                ),
+                event = event,
+                event_id = event_id,
+                seq = self.seq,
+                ts = ts_ms,
+                sts = ts_ms + lag,
+                sent_at = sent_at,
+                version = version,
+                build = version.replace(['.', '-'], "").len() * 10_000 + 1203,
+                os = os,
+                os_version = os_version,
+                model = model,
+                locale = locale,
+                tz = tz,
+                network = network,
+                user_id = user_id,
+                device_id = device_id,
+                order_no = order_no,
+                session = session,
+                screen = screen,
+                n_items = n_items,
+                amount = amount,
+                currency = currency,
+                items = items,
+            )
+        };
         // Pad to the requested size with a breadcrumb trail inside `props`.
         const TAIL: &str = r#","breadcrumbs":""}}"#;
         let want = size.saturating_sub(s.len() + TAIL.len());

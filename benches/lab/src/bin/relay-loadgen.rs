@@ -430,11 +430,12 @@ async fn connection(sh: &Shared) {
                 }
                 Ok(Err(_)) | Err(_) => {
                     // Connect failures always count: nothing was measured without them.
-                    let mut c = sh.c.borrow_mut();
-                    c.errors.total += 1;
-                    c.errors.connect += 1;
-                    c.sec_errors += 1;
-                    drop(c);
+                    {
+                        let mut c = sh.c.borrow_mut();
+                        c.errors.total += 1;
+                        c.errors.connect += 1;
+                        c.sec_errors += 1;
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
