@@ -12,8 +12,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::admin::{self, AdminHooks};
 use crate::config::Config;
 use crate::cpu_quota;
-use crate::metrics::Metrics;
+use crate::kafka::{KafkaPath, KafkaStats};
+use crate::metrics::{esc, family, Metrics};
 use crate::runtime::{self, Shared};
+use crate::service;
 use crate::state::{ConfigHub, Snapshot};
 
 /// Options of `relay run` beyond the config file.
@@ -73,13 +75,49 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         .map(|a| a.to_string())
         .unwrap_or_default();
 
+    let kafka = match &config.kafka {
+        Some(k) => match KafkaPath::start(k) {
+            Ok(p) => {
+                let stats = p.stats();
+                metrics.add_renderer(Box::new(move |out| render_kafka(out, &stats)));
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the Kafka path");
+                eprintln!("cannot start the Kafka path: {e}");
+                return 1;
+            }
+        },
+        None => {
+            metrics.add_renderer(Box::new(render_kafka_absent));
+            None
+        }
+    };
+    let kafka_ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync> = match &kafka {
+        Some(p) => {
+            let stats = p.stats();
+            Arc::new(move || {
+                if stats.depth() >= stats.capacity() {
+                    Err(format!(
+                        "the Kafka queue is full: {} of {} records await broker acknowledgement",
+                        stats.depth(),
+                        stats.capacity()
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        None => Arc::new(|| Ok(())),
+    };
+
     let heartbeats: Arc<Vec<AtomicU64>> =
         Arc::new((0..plan.count).map(|_| AtomicU64::new(0)).collect());
     let epoch = Instant::now();
     let shared = Shared {
         hub: hub.clone(),
         metrics: metrics.clone(),
-        kafka: None,
+        kafka: kafka.as_ref().map(|k| k.sender()),
         admission: None,
         heartbeats: heartbeats.clone(),
         epoch,
@@ -111,13 +149,14 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
                 let m2 = metrics.clone();
                 let hub2 = hub.clone();
                 let alive = workers_alive.clone();
+                let kafka_ready = kafka_ready.clone();
                 let hooks = AdminHooks {
                     metrics: Box::new(move || m.render()),
                     ready: Box::new(move || {
                         if !alive() {
                             return Err("a worker is not responding".into());
                         }
-                        Ok(())
+                        kafka_ready().map_err(|e| format!("the Kafka path cannot accept: {e}"))
                     }),
                     reload: Box::new(move || reload(&hub2, &m2)),
                     shed: Box::new(|_| Err("admission control is not configured".into())),
@@ -163,6 +202,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         }
     }
 
+    if let Err(e) = service::notify_ready() {
+        tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
+    }
+    let _watchdog = service::spawn_watchdog(workers_alive.clone());
+
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -174,7 +218,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
+                let _ = service::notify_reloading();
                 let _ = reload(&hub, &metrics);
+                let _ = service::notify_ready();
             }
             s => {
                 stop_signal = s;
@@ -204,8 +250,142 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             let _ = w.thread.join();
         }
     }
-    tracing::info!("stopped");
-    0
+    let mut code = 0;
+    if let (Some(path), Some(k)) = (kafka, &config.kafka) {
+        let report = path.shutdown(Duration::from_millis(k.flush_timeout_ms));
+        if report.lost_any() {
+            tracing::error!(
+                enqueued = report.enqueued,
+                delivered = report.delivered,
+                failed = report.failed,
+                pending = report.pending,
+                "Kafka flush: some accepted originals were NOT delivered"
+            );
+            code = 3;
+        } else {
+            tracing::info!(
+                enqueued = report.enqueued,
+                delivered = report.delivered,
+                failed = report.failed,
+                pending = report.pending,
+                "Kafka flush: every accepted original delivered"
+            );
+        }
+    }
+    tracing::info!(exit_code = code, "stopped");
+    code
+}
+
+fn render_kafka(out: &mut String, stats: &KafkaStats) {
+    use std::fmt::Write as _;
+    family(
+        out,
+        "relay_kafka_queue_depth",
+        "gauge",
+        "Originals accepted and not yet acknowledged by Kafka.",
+    );
+    let _ = writeln!(out, "relay_kafka_queue_depth {}", stats.depth());
+    family(
+        out,
+        "relay_kafka_queue_capacity",
+        "gauge",
+        "Capacity of the Kafka path, records.",
+    );
+    let _ = writeln!(out, "relay_kafka_queue_capacity {}", stats.capacity());
+    let topics = stats.topics();
+    family(
+        out,
+        "relay_kafka_records_enqueued_total",
+        "counter",
+        "Originals queued for Kafka, by topic.",
+    );
+    for t in &topics {
+        let _ = writeln!(
+            out,
+            "relay_kafka_records_enqueued_total{{topic=\"{}\"}} {}",
+            esc(&t.topic),
+            t.enqueued
+        );
+    }
+    family(
+        out,
+        "relay_kafka_records_delivered_total",
+        "counter",
+        "Originals acknowledged by Kafka, by topic.",
+    );
+    for t in &topics {
+        let _ = writeln!(
+            out,
+            "relay_kafka_records_delivered_total{{topic=\"{}\"}} {}",
+            esc(&t.topic),
+            t.delivered
+        );
+    }
+    family(
+        out,
+        "relay_kafka_records_failed_total",
+        "counter",
+        "Originals whose delivery failed, by topic and reason.",
+    );
+    for t in &topics {
+        for (reason, n) in &t.failed {
+            let _ = writeln!(
+                out,
+                "relay_kafka_records_failed_total{{topic=\"{}\",reason=\"{}\"}} {n}",
+                esc(&t.topic),
+                reason.label()
+            );
+        }
+    }
+    family(
+        out,
+        "relay_kafka_delivery_duration_seconds",
+        "histogram",
+        "Time from queueing an original to its delivery report, by topic.",
+    );
+    for t in &topics {
+        let labels = format!("topic=\"{}\"", esc(&t.topic));
+        for (i, bound) in stats.buckets().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "relay_kafka_delivery_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                t.latency.cumulative[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "relay_kafka_delivery_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            t.latency.count
+        );
+        let _ = writeln!(
+            out,
+            "relay_kafka_delivery_duration_seconds_sum{{{labels}}} {}",
+            t.latency.sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "relay_kafka_delivery_duration_seconds_count{{{labels}}} {}",
+            t.latency.count
+        );
+    }
+}
+
+fn render_kafka_absent(out: &mut String) {
+    use std::fmt::Write as _;
+    family(
+        out,
+        "relay_kafka_queue_depth",
+        "gauge",
+        "Originals accepted and not yet acknowledged by Kafka.",
+    );
+    let _ = writeln!(out, "relay_kafka_queue_depth 0");
+    family(
+        out,
+        "relay_kafka_queue_capacity",
+        "gauge",
+        "Capacity of the Kafka path, records (0: no [kafka]).",
+    );
+    let _ = writeln!(out, "relay_kafka_queue_capacity 0");
 }
 
 /// Re-reads the config file and publishes it to every worker when it is valid as a whole.

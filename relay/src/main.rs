@@ -38,6 +38,29 @@ enum Cmd {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Prints a body exactly as relay would forward it on a route (for testing a PII policy
+    /// offline); exits 2 with the reason when relay would reject it.
+    Scrub {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The route whose PII policy applies.
+        #[arg(long)]
+        route: String,
+        /// The request's Content-Type.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// The body: a file, or `-` (default) for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+    },
+    /// Checks this host for what relay needs (CPU quota, io_uring, BPF, limits, sysctls,
+    /// brokers, upstreams); exits non-zero when a check fails.
+    Doctor {
+        /// The configuration file (enables the Kafka, upstream and interface checks).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validates a configuration file and prints it with every default filled in.
     Check {
         /// The configuration file.
@@ -64,6 +87,45 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
+fn scrub(
+    config: &std::path::Path,
+    route: &str,
+    content_type: &str,
+    input: &std::path::Path,
+) -> i32 {
+    use std::io::{Read, Write};
+    let cfg = match relay::config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return 1;
+        }
+    };
+    let mut body = Vec::new();
+    let read = if input == std::path::Path::new("-") {
+        std::io::stdin().read_to_end(&mut body).map(|_| ())
+    } else {
+        std::fs::File::open(input).and_then(|mut f| f.read_to_end(&mut body).map(|_| ()))
+    };
+    if let Err(e) = read {
+        eprintln!("cannot read {}: {e}", input.display());
+        return 1;
+    }
+    match relay::scrub::scrub_offline(&cfg, route, Some(content_type), &body) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
+                return 1;
+            }
+            0
+        }
+        Err(reason) => {
+            eprintln!("relay would reject this request: {reason}");
+            2
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level.as_deref());
@@ -71,6 +133,20 @@ fn main() -> ExitCode {
         Cmd::Run { config, ready_file } => {
             relay::app::run(&config, relay::app::RunOptions { ready_file })
         }
+        Cmd::Scrub {
+            config,
+            route,
+            content_type,
+            input,
+        } => scrub(&config, &route, &content_type, &input),
+        Cmd::Doctor { config } => match config.map(|c| relay::config::Config::load(&c)) {
+            None => relay::doctor::run(None),
+            Some(Ok(c)) => relay::doctor::run(Some(&c)),
+            Some(Err(e)) => {
+                eprint!("{e}");
+                1
+            }
+        },
         Cmd::Check { config } => match relay::config::Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.to_effective_toml());

@@ -230,6 +230,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "request_timeout",
     "incomplete_body",
     "malformed_request",
+    "missing_host",
+    "invalid_host",
     "conflicting_framing",
     "conflicting_content_length",
     "invalid_content_length",

@@ -30,7 +30,7 @@ pub struct Handled<'v> {
 pub fn route<'v>(view: &'v WorkerView, head: &RequestHead) -> Result<&'v Route, RequestError> {
     view.snap
         .routes
-        .find(head.method(), head.path(), head.header_str("host"))
+        .find(head.method(), head.path(), head.host())
         .map_err(|e| match e {
             NoRoute::NotFound => RequestError::NoRoute {
                 method: head.method().to_string(),
@@ -153,13 +153,10 @@ async fn forward(
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
     req.extend_from_slice(head.method().as_bytes());
     req.push(b' ');
-    match &query {
-        Some(q) => {
-            req.extend_from_slice(head.path().as_bytes());
-            req.push(b'?');
-            req.extend_from_slice(q.as_bytes());
-        }
-        None => req.extend_from_slice(head.target().as_bytes()),
+    req.extend_from_slice(head.path().as_bytes());
+    if let Some(q) = query.as_deref().or(head.query()) {
+        req.push(b'?');
+        req.extend_from_slice(q.as_bytes());
     }
     req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     req.extend_from_slice(upstream.shared.host_header.as_bytes());

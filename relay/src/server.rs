@@ -255,9 +255,34 @@ async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worke
             }
         };
         let out_len = out.len() as u64;
-        let (r, o) = stream.write_all(out).await;
-        out = o;
+        // A client that does not read its response within the body deadline is dropped.
+        let r = match monoio::time::timeout(body_timeout, stream.write_all(out)).await {
+            Ok((r, o)) => {
+                out = o;
+                r.map(|_| ())
+            }
+            Err(_) => {
+                out = Vec::new();
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        };
         worker.metrics.inflight.add(w, -1);
+        let log_cfg = &view.snap.config.log;
+        if log_cfg.access_log && worker.sample(log_cfg.access_log_sample_rate) {
+            tracing::info!(
+                target: "relay::access",
+                peer = %peer,
+                method = head.method(),
+                path = head.path(),
+                route = handled.route.map(|r| &*r.name).unwrap_or("-"),
+                status,
+                bytes_in = body_len,
+                bytes_out = out_len,
+                duration_us = started.elapsed().as_micros() as u64,
+                request_id = %handled.request_id,
+                "access"
+            );
+        }
         if let Some(route) = handled.route {
             let m = &view.snap.route_metrics[route.index];
             m.status(w, status);

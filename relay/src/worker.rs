@@ -99,6 +99,7 @@ pub struct Worker {
     pub connections: Cell<usize>,
     request_seq: Cell<u64>,
     id_prefix: u64,
+    rng: Cell<u64>,
 }
 
 impl Worker {
@@ -129,6 +130,7 @@ impl Worker {
             connections: Cell::new(0),
             request_seq: Cell::new(0),
             id_prefix,
+            rng: Cell::new(id_prefix | 1),
         })
     }
 
@@ -141,6 +143,20 @@ impl Worker {
             *self.view.borrow_mut() = v;
         }
         self.view.borrow().clone()
+    }
+
+    /// True for a `rate` fraction of calls (xorshift64*; for access-log sampling).
+    pub fn sample(&self, rate: f64) -> bool {
+        if rate >= 1.0 {
+            return true;
+        }
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let r = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        r < rate
     }
 
     /// A new request id, unique per process run: 32 hex digits.

@@ -27,8 +27,17 @@ fn check_prints_the_effective_config_of_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("relay.toml");
     std::fs::write(&f, EXAMPLE).unwrap();
-    let out = Command::new(relay_bin()).arg("check").arg("--config").arg(&f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(relay_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
         "listen = \"127.0.0.1:8080\"",
@@ -54,19 +63,44 @@ fn check_names_every_broken_field_and_exits_1() {
         .replace("upstream = \"tracking\"", "upstream = \"missing\"")
         .replace("path = \"/v1/logs\"", "path = \"v1/logs\"");
     std::fs::write(&f, bad).unwrap();
-    let out = Command::new(relay_bin()).arg("check").arg("--config").arg(&f).output().unwrap();
+    let out = Command::new(relay_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("routes[0].upstream") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("routes[0].upstream") && err.contains("missing"),
+        "{err}"
+    );
     assert!(err.contains("routes[0].path"), "{err}");
 
-    std::fs::write(&f, EXAMPLE.replace("workers = \"auto\"", "workers = \"auto\"\nworker = 3")).unwrap();
-    let out = Command::new(relay_bin()).arg("check").arg("--config").arg(&f).output().unwrap();
+    std::fs::write(
+        &f,
+        EXAMPLE.replace("workers = \"auto\"", "workers = \"auto\"\nworker = 3"),
+    )
+    .unwrap();
+    let out = Command::new(relay_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("unknown field") && err.contains("worker"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("worker"),
+        "{err}"
+    );
 
-    let out = Command::new(relay_bin()).arg("check").arg("--config").arg(dir.path().join("nope.toml")).output().unwrap();
+    let out = Command::new(relay_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(dir.path().join("nope.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
@@ -76,7 +110,12 @@ fn config_auto(up: std::net::SocketAddr) -> String {
 }
 
 fn start_line(relay: &Relay) -> String {
-    relay.log().lines().find(|l| l.contains("relay started")).unwrap_or_default().to_string()
+    relay
+        .log()
+        .lines()
+        .find(|l| l.contains("relay started"))
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -101,7 +140,10 @@ fn workers_from_a_cgroup_v2_quota() {
     );
     assert_eq!(relay.workers, 1);
     let line = start_line(&relay);
-    assert!(line.contains("cgroup v2") && line.contains("1.00 CPUs"), "{line}");
+    assert!(
+        line.contains("cgroup v2") && line.contains("1.00 CPUs"),
+        "{line}"
+    );
     assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
 }
 
@@ -114,15 +156,29 @@ fn workers_from_a_cgroup_v1_quota_capped_by_the_mask() {
     std::fs::write(d.join("cpu.cfs_quota_us"), "50000\n").unwrap();
     std::fs::write(d.join("cpu.cfs_period_us"), "100000\n").unwrap();
     let proc_cg = fx.path().join("proc-self-cgroup");
-    std::fs::write(&proc_cg, "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n").unwrap();
+    std::fs::write(
+        &proc_cg,
+        "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
+    )
+    .unwrap();
     let env = vec![
         ("RELAY_CGROUP_ROOT".into(), fx.path().display().to_string()),
         ("RELAY_PROC_CGROUP".into(), proc_cg.display().to_string()),
     ];
     // 0.5 CPU rounds up to 1 worker.
-    let relay = Relay::start_with(&config_auto(up.addr), RelayOptions { env: env.clone(), ..Default::default() });
+    let relay = Relay::start_with(
+        &config_auto(up.addr),
+        RelayOptions {
+            env: env.clone(),
+            ..Default::default()
+        },
+    );
     assert_eq!(relay.workers, 1);
-    assert!(start_line(&relay).contains("cgroup v1"), "{}", start_line(&relay));
+    assert!(
+        start_line(&relay).contains("cgroup v1"),
+        "{}",
+        start_line(&relay)
+    );
     drop(relay);
     // 64 CPUs of quota on a process allowed one CPU: the mask caps it.
     std::fs::write(d.join("cpu.cfs_quota_us"), "6400000\n").unwrap();
@@ -134,7 +190,11 @@ fn workers_from_a_cgroup_v1_quota_capped_by_the_mask() {
         },
     );
     assert_eq!(relay.workers, 1);
-    assert!(start_line(&relay).contains("capped by the affinity mask"), "{}", start_line(&relay));
+    assert!(
+        start_line(&relay).contains("capped by the affinity mask"),
+        "{}",
+        start_line(&relay)
+    );
 }
 
 #[test]
@@ -159,9 +219,14 @@ fn taskset_one_cpu_gives_one_worker() {
 #[test]
 fn explicit_workers_override() {
     let up = StubUpstream::start(Behavior::default());
-    let relay = Relay::start(&basic_config("epoll", up.addr, "").replace("workers = 1", "workers = 3"));
+    let relay =
+        Relay::start(&basic_config("epoll", up.addr, "").replace("workers = 1", "workers = 3"));
     assert_eq!(relay.workers, 3);
-    assert!(start_line(&relay).contains("3 workers (override)"), "{}", start_line(&relay));
+    assert!(
+        start_line(&relay).contains("3 workers (override)"),
+        "{}",
+        start_line(&relay)
+    );
     // All three SO_REUSEPORT listeners answer on the same port.
     for _ in 0..30 {
         assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);

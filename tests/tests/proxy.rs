@@ -99,6 +99,10 @@ fn request_headers_are_forwarded_faithfully(engine: &str) {
     );
     assert_eq!(got.header("keep-alive"), None);
     assert_eq!(got.header("content-length"), Some("2"));
+    // Absolute form is routed on its path; the upstream gets origin form.
+    let r = http_request(relay.addr, "POST http://relay.example/v1/logs?q=1 HTTP/1.1\r\nHost: relay.example\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests()[1].target, "/v1/logs?q=1");
 }
 
 fn chunked_request_bodies(engine: &str) {
@@ -198,6 +202,8 @@ fn framing_attacks_get_400_and_never_reach_upstream(engine: &str) {
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", "invalid_chunk"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent Length: 5\r\n\r\nhello", "malformed_request"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\n Content-Length: 5\r\n\r\nhello", "malformed_request"),
+        ("POST /v1/logs HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", "missing_host"),
+        ("POST /v1/logs HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}", "invalid_host"),
     ];
     for (raw, code) in attacks {
         let mut c = Client::connect(relay.addr);
@@ -224,7 +230,7 @@ fn limits_431_413_408(engine: &str) {
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = http_request(
         relay.addr,
-        &format!("POST /v1/logs HTTP/1.1\r\n{many}Content-Length: 0\r\n\r\n"),
+        &format!("POST /v1/logs HTTP/1.1\r\nHost: x\r\n{many}Content-Length: 0\r\n\r\n"),
     );
     assert_eq!(
         (r.status, r.json()["error"].as_str().unwrap()),
@@ -232,7 +238,7 @@ fn limits_431_413_408(engine: &str) {
     );
     let big = "a".repeat(70 * 1024);
     let mut c = Client::connect(relay.addr);
-    c.send(format!("POST /v1/logs HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    c.send(format!("POST /v1/logs HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
     let r = c.recv().unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str().unwrap()),
@@ -241,7 +247,7 @@ fn limits_431_413_408(engine: &str) {
     // 413: by Content-Length and by chunked size.
     let r = http_request(
         relay.addr,
-        "POST /v1/logs HTTP/1.1\r\nContent-Length: 1001\r\n\r\n",
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
     );
     assert_eq!(
         (r.status, r.json()["error"].as_str().unwrap()),
@@ -250,7 +256,7 @@ fn limits_431_413_408(engine: &str) {
     let chunk = "x".repeat(600);
     let r = http_request(
         relay.addr,
-        &format!("POST /v1/logs HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"),
+        &format!("POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"),
     );
     assert_eq!(r.status, 413);
     // 408: a head that never completes, and a body that never completes.
@@ -440,12 +446,17 @@ fn weighted_round_robin_over_nodes(engine: &str) {
 
 fn sigterm_finishes_in_flight_and_exits_0(engine: &str) {
     let up = StubUpstream::start(Behavior::default());
-    let mut relay = relay_for(engine, &up, "");
+    let mut relay = relay_for(engine, &up, "\n[admin]\nlisten = \"127.0.0.1:0\"");
     let mut idle = Client::connect(relay.addr);
     assert_eq!(idle.post("/v1/logs", b"{}").status, 200);
     // A request whose body is still arriving when SIGTERM comes is finished, then closed.
     let mut c = Client::connect(relay.addr);
     c.send(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n{\"a\"");
+    // Signal only once relay holds both connections (one not yet accepted would be refused).
+    wait_for(Duration::from_secs(10), || {
+        (relay.metric("relay_connections_open") == 2.0).then_some(())
+    })
+    .expect("relay accepted both connections");
     relay.signal("TERM");
     // Once the idle connection is closed, the worker is shutting down; then the body completes.
     assert!(

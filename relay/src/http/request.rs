@@ -23,6 +23,8 @@ pub struct RequestHead {
     raw: Vec<u8>,
     method: Range<usize>,
     target: Range<usize>,
+    /// For an absolute-form target (`http://host/path`): the authority's range.
+    authority: Option<Range<usize>>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
@@ -47,17 +49,22 @@ impl RequestHead {
     /// Parses a head from the start of `buf`. `Ok(None)`: incomplete, read more. On success the
     /// head occupies `buf[..head_len()]`.
     pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHead>, RequestError> {
-        // Up to 256 header slots live on the stack; a larger configured limit uses the heap.
-        let mut stack_headers = [httparse::EMPTY_HEADER; 256];
+        // Up to 256 header slots live on the stack, uninitialised (httparse fills what it
+        // uses); a larger configured limit uses the heap.
+        let mut stack_headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
         let mut heap_headers;
-        let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= 256 {
+        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= 256
+        {
             &mut stack_headers[..limits.max_headers.max(1)]
         } else {
-            heap_headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            heap_headers = (0..limits.max_headers)
+                .map(|_| std::mem::MaybeUninit::uninit())
+                .collect::<Vec<_>>();
             &mut heap_headers
         };
-        let mut req = httparse::Request::new(slots);
-        let status = req.parse(buf);
+        let mut req = httparse::Request::new(&mut []);
+        let status = req.parse_with_uninit_headers(buf, slots);
         let head_len = match status {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
@@ -92,7 +99,23 @@ impl RequestHead {
             start..start + s.len()
         };
         let method = off(req.method.unwrap_or("").as_bytes());
-        let target = off(req.path.unwrap_or("").as_bytes());
+        let mut target = off(req.path.unwrap_or("").as_bytes());
+        let mut authority = None;
+        // Absolute form (RFC 9112 §3.2.2): route on its path and authority.
+        let t = &buf[target.clone()];
+        for scheme in [&b"http://"[..], &b"https://"[..]] {
+            if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+                let a_start = target.start + scheme.len();
+                let a_end = buf[a_start..target.end]
+                    .iter()
+                    .position(|&b| b == b'/' || b == b'?')
+                    .map(|p| a_start + p)
+                    .unwrap_or(target.end);
+                authority = Some(a_start..a_end);
+                target = a_end..target.end;
+                break;
+            }
+        }
         let minor_version = req.version.unwrap_or(1);
         let hdrs: Vec<_> = req
             .headers
@@ -103,6 +126,7 @@ impl RequestHead {
             raw,
             method,
             target,
+            authority,
             minor_version,
             headers: hdrs,
             framing: BodyFraming::None,
@@ -120,8 +144,21 @@ impl RequestHead {
         let mut conn_close = false;
         let mut conn_keep_alive = false;
         let mut expect: Option<String> = None;
+        let mut hosts = 0;
         for i in 0..self.headers.len() {
             let (name, value) = self.header_at(i);
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+                if value
+                    .iter()
+                    .any(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'@')
+                {
+                    return Err(RequestError::Malformed {
+                        code: "invalid_host",
+                        detail: "the Host header is not a valid host[:port]".into(),
+                    });
+                }
+            }
             if name.eq_ignore_ascii_case("content-length") {
                 let v = std::str::from_utf8(value).map_err(|_| bad_cl())?;
                 // A list of identical values is allowed (RFC 9110 §8.6); anything else is not.
@@ -162,6 +199,20 @@ impl RequestHead {
             } else if name.eq_ignore_ascii_case("expect") {
                 expect = Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase());
             }
+        }
+        if hosts > 1 {
+            return Err(RequestError::Malformed {
+                code: "invalid_host",
+                detail: "the request has more than one Host header; send exactly one".into(),
+            });
+        }
+        if hosts == 0 && self.minor_version == 1 {
+            return Err(RequestError::Malformed {
+                code: "missing_host",
+                detail:
+                    "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2); add `Host: <server>`"
+                        .into(),
+            });
         }
         if te_seen {
             if content_length.is_some() {
@@ -216,14 +267,32 @@ impl RequestHead {
     }
 
     /// The request target as sent, e.g. `/v1/logs?uid=1`.
+    /// (In origin form: an absolute-form target's path and query; `/` when it has no path.)
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
+        let t = std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("");
+        if self.authority.is_some() && !t.starts_with('/') {
+            // `http://host` or `http://host?q`: the path is `/`.
+            return if t.is_empty() { "/" } else { t };
+        }
+        t
+    }
+
+    /// The host the request is for: an absolute-form target's authority, else `Host`.
+    pub fn host(&self) -> Option<&str> {
+        match &self.authority {
+            Some(a) => std::str::from_utf8(&self.raw[a.clone()]).ok(),
+            None => self.header_str("host"),
+        }
     }
 
     /// The path part of the target (before `?`).
     pub fn path(&self) -> &str {
         let t = self.target();
-        t.split_once('?').map(|(p, _)| p).unwrap_or(t)
+        match t.split_once('?') {
+            Some(("", _)) => "/",
+            Some((p, _)) => p,
+            None => t,
+        }
     }
 
     /// The query part of the target (after `?`), if any.
@@ -309,37 +378,59 @@ mod tests {
     #[test]
     fn framing_attacks_are_rejected() {
         assert_eq!(
-            code("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "conflicting_framing"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
             "conflicting_content_length"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n"),
             "invalid_content_length"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n"),
             "conflicting_content_length"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "unsupported_transfer_encoding"
         );
         assert_eq!(
-            code("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
+            code("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n"),
             "unsupported_transfer_encoding"
         );
-        let ok = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+        let ok = parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(ok.framing, BodyFraming::Length(5));
+    }
+
+    #[test]
+    fn host_rules_and_absolute_form() {
+        assert_eq!(code("GET / HTTP/1.1\r\n\r\n"), "missing_host");
+        assert_eq!(
+            code("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            "invalid_host"
+        );
+        assert_eq!(code("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), "invalid_host");
+        assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+        let h = parse("POST http://Relay.example:8080/v1/logs?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.path(), h.query(), h.host()),
+            ("/v1/logs", Some("x=1"), Some("Relay.example:8080"))
+        );
+        let h = parse("GET http://relay.example HTTP/1.1\r\nHost: relay.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.path(), h.target()), ("/", "/"));
     }
 
     #[test]
@@ -350,7 +441,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.keep_alive);
-        let h = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        let h = parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!h.keep_alive);
@@ -360,7 +451,7 @@ mod tests {
     fn limits() {
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(
-            code(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            code(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
             "too_many_headers"
         );
         let big = "a".repeat(70_000);

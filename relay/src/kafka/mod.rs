@@ -1,58 +1,288 @@
-//! The Kafka path for originals: bounded lock-free queues drained by producer threads into
-//! librdkafka (issue 4 fills this in).
+//! The Kafka path for originals: one bounded lock-free queue, filled by the workers without
+//! ever blocking, drained by dedicated producer thread(s) into librdkafka, which batches,
+//! compresses, retries and keeps idempotence.
+//!
+//! The bound is on records *accepted and not yet acknowledged*: a record counts against
+//! `queue_capacity` from [`KafkaSender::try_send`] until its delivery report (delivered or
+//! failed), whether it waits in relay's queue or inside librdkafka. So when the broker is down
+//! the path fills after `queue_capacity` requests and `try_send` refuses with
+//! [`KafkaRejected`] (the request path answers 503 + `Retry-After`, forwards nothing).
+//!
+//! Lifecycle: [`KafkaPath::start`] once on the main thread; each worker holds a
+//! [`KafkaSender`] clone; the metrics endpoint reads [`KafkaPath::stats`]; `/readyz` asks
+//! [`KafkaPath::is_accepting`]; after in-flight requests finish, [`KafkaPath::shutdown`]
+//! drains, flushes until a deadline and returns a [`FlushReport`].
 
-use serde::{Deserialize, Serialize};
+mod config;
+mod error;
+mod producer;
+mod stats;
 
-use crate::config::Problems;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// `[kafka]`: brokers, queue and librdkafka properties.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap brokers, `host:port[,host:port...]`.
-    pub brokers: String,
-}
+use crossbeam_queue::ArrayQueue;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::producer::{Producer, PurgeConfig};
 
-impl KafkaConfig {
-    /// Records problems under `field`.
-    pub fn validate(&self, _field: &str, _p: &mut Problems) {}
-}
+pub use config::{defaults, KafkaConfig, OnFull, DEFAULT_PROPERTIES};
+pub use error::{KafkaError, KafkaRejected};
+pub use stats::{
+    FailReason, Histogram, HistogramSnapshot, KafkaStats, TopicSnapshot, BUCKETS, MAX_TOPICS,
+    OVERFLOW_TOPIC,
+};
 
-/// One original body on its way to Kafka.
-#[derive(Debug, Clone)]
+use producer::{Queued, RelayContext, RelayProducer, Shared, Sleeper};
+
+/// The original of one accepted request, as it goes to Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalRecord {
-    /// Topic.
-    pub topic: std::sync::Arc<str>,
-    /// Record key.
+    /// Destination topic (the route's `topic`).
+    pub topic: Arc<str>,
+    /// Record key (the route's `key`, hashed), or none.
     pub key: Option<Vec<u8>>,
-    /// The body exactly as received (chunked framing removed).
+    /// The body exactly as the client sent it (chunked framing removed).
     pub payload: Vec<u8>,
-    /// CreateTime: when relay received the request, ms since the epoch.
+    /// CreateTime: when relay received the request, ms since the Unix epoch.
     pub timestamp_ms: i64,
-    /// Route name (`relay-route` header).
-    pub route: std::sync::Arc<str>,
-    /// Request id (`relay-request-id` header).
+    /// Route name (header `relay-route`).
+    pub route: Arc<str>,
+    /// Request id (header `relay-request-id`).
     pub request_id: String,
-    /// Content-Type of the request (`content-type` header).
+    /// The request's `Content-Type` (header `content-type`), when it had one.
     pub content_type: Option<String>,
-    /// PII key id (`relay-key-id` header).
+    /// The pseudonymisation key id in use (header `relay-key-id`), when the route scrubs.
     pub key_id: Option<String>,
 }
 
-/// The queue was full.
-#[derive(Debug, Clone, Copy)]
-pub struct KafkaRejected {
-    /// Seconds for Retry-After.
-    pub retry_after_s: u32,
+/// What [`KafkaPath::shutdown`] reports. `enqueued = delivered + failed + pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlushReport {
+    /// Records accepted by `try_send` since start.
+    pub enqueued: u64,
+    /// Records acknowledged by the broker.
+    pub delivered: u64,
+    /// Records that failed with a delivery error.
+    pub failed: u64,
+    /// Records neither delivered nor failed by the deadline (purged: lost).
+    pub pending: u64,
 }
 
-/// A worker's handle on the Kafka queue.
-#[derive(Debug, Clone)]
-pub struct KafkaSender;
+impl FlushReport {
+    /// Whether any accepted record was lost (`failed + pending > 0`): exit non-zero.
+    pub fn lost_any(&self) -> bool {
+        self.failed + self.pending > 0
+    }
+}
+
+impl std::fmt::Display for FlushReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "enqueued={} delivered={} failed={} pending={}",
+            self.enqueued, self.delivered, self.failed, self.pending
+        )
+    }
+}
+
+/// A worker's handle on the Kafka path: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct KafkaSender {
+    shared: Arc<Shared>,
+}
 
 impl KafkaSender {
-    /// Queues a record without blocking.
-    pub fn try_send(&self, _rec: OriginalRecord) -> Result<(), KafkaRejected> {
+    /// Queues `rec` for Kafka, or refuses at once when `queue_capacity` records are already
+    /// accepted and unacknowledged (or the path is shutting down). Lock-free; never blocks.
+    pub fn try_send(&self, rec: OriginalRecord) -> Result<(), KafkaRejected> {
+        let s = &*self.shared;
+        let rejected = KafkaRejected {
+            retry_after_s: s.retry_after_s,
+        };
+        if s.closing.load(Relaxed) {
+            s.stats.on_rejected();
+            return Err(rejected);
+        }
+        let cap = s.stats.capacity() as usize;
+        let mut cur = s.stats.outstanding.load(Relaxed);
+        loop {
+            if cur >= cap {
+                s.stats.on_rejected();
+                return Err(rejected);
+            }
+            match s
+                .stats
+                .outstanding
+                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let slot = s.stats.slot(&rec.topic);
+        let q = Queued {
+            rec,
+            enqueued_at: Instant::now(),
+            slot,
+        };
+        if s.queue.push(q).is_err() {
+            // Unreachable: the queue holds at most `outstanding` <= capacity records.
+            s.stats.outstanding.fetch_sub(1, SeqCst);
+            s.stats.on_rejected();
+            return Err(rejected);
+        }
+        s.stats.on_enqueued(slot);
+        s.wake_one();
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for KafkaSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSender")
+            .field("depth", &self.shared.stats.depth())
+            .finish()
+    }
+}
+
+/// The running Kafka path: the queue, the producer threads and their counters.
+pub struct KafkaPath {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<RelayProducer>>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl KafkaPath {
+    /// Creates the queue and one librdkafka producer per `producer_threads`, and starts the
+    /// threads. Connecting to the brokers happens in the background: a broker that is down
+    /// makes records wait (and the queue fill), not `start` fail.
+    pub fn start(cfg: &KafkaConfig) -> Result<KafkaPath, KafkaError> {
+        let n = cfg.producer_threads.max(1);
+        let capacity = cfg.queue_capacity.max(1);
+        let cc = cfg.client_config();
+        let shared = Arc::new(Shared {
+            queue: ArrayQueue::new(capacity),
+            stats: Arc::new(KafkaStats::new(capacity)),
+            closing: AtomicBool::new(false),
+            retry_after_s: cfg.retry_after_s.max(1),
+            sleepers: (0..n).map(|_| Sleeper::default()).collect(),
+            log: Default::default(),
+        });
+        let producers = (0..n)
+            .map(|_| {
+                RelayProducer::from_config_and_context(
+                    &cc,
+                    RelayContext {
+                        shared: shared.clone(),
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| KafkaError::Config(config::librdkafka_message(&e)))?;
+        let deadline = Arc::new(Mutex::new(None));
+        let mut path = KafkaPath {
+            shared: shared.clone(),
+            threads: Vec::with_capacity(n),
+            deadline,
+        };
+        for (me, p) in producers.into_iter().enumerate() {
+            let shared = shared.clone();
+            let deadline = path.deadline.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("relay-kafka-{me}"))
+                .spawn(move || producer::run(me, p, shared, deadline))
+                .map_err(KafkaError::Spawn)?;
+            path.threads.push(h);
+        }
+        tracing::info!(brokers = %cfg.brokers, capacity, producer_threads = n, "kafka path started");
+        Ok(path)
+    }
+
+    /// A handle for one worker.
+    pub fn sender(&self) -> KafkaSender {
+        KafkaSender {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The counters (for `/metrics`).
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        self.shared.stats.clone()
+    }
+
+    /// `Ok` while the path can take records; `Err(reason)` when the queue is full (for
+    /// `/readyz`).
+    pub fn is_accepting(&self) -> Result<(), String> {
+        let st = &self.shared.stats;
+        if self.shared.closing.load(Relaxed) {
+            return Err("the Kafka path is shutting down".into());
+        }
+        if st.depth() >= st.capacity() {
+            return Err(format!(
+                "the Kafka queue is full: {} of {} records await broker acknowledgement",
+                st.depth(),
+                st.capacity()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops taking records, hands everything queued to librdkafka, waits until `deadline` for
+    /// delivery reports, then purges what is left and reports. Call after in-flight requests
+    /// finished.
+    pub fn shutdown(mut self, deadline: Duration) -> FlushReport {
+        self.stop(deadline)
+    }
+
+    fn stop(&mut self, deadline: Duration) -> FlushReport {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + deadline);
+        self.shared.closing.store(true, SeqCst);
+        self.shared.wake_all();
+        let producers: Vec<RelayProducer> = self
+            .threads
+            .drain(..)
+            .filter_map(|h| h.join().ok())
+            .collect();
+        let st = &self.shared.stats;
+        let enqueued = st.enqueued_total();
+        let delivered = st.delivered_total();
+        let failed = st.failed_total();
+        let report = FlushReport {
+            enqueued,
+            delivered,
+            failed,
+            pending: enqueued.saturating_sub(delivered + failed),
+        };
+        // What is left is lost: drop it from librdkafka and from relay's queue.
+        for p in &producers {
+            p.purge(PurgeConfig::default().queue().inflight());
+            p.poll(Duration::ZERO);
+        }
+        while self.shared.queue.pop().is_some() {}
+        drop(producers);
+        if report.lost_any() {
+            tracing::warn!(%report, "kafka path stopped with records lost");
+        } else {
+            tracing::info!(%report, "kafka path flushed");
+        }
+        report
+    }
+}
+
+impl Drop for KafkaPath {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop(Duration::ZERO);
+        }
+    }
+}
+
+impl std::fmt::Debug for KafkaPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPath")
+            .field("stats", &self.shared.stats)
+            .finish()
     }
 }

@@ -148,6 +148,14 @@ struct Idle {
     since: Instant,
 }
 
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // The pooled connections close with this view (after a reload): keep the gauge right.
+        let idle = self.idle_count() as i64;
+        self.shared.metrics.open.add(self.worker, -idle);
+    }
+}
+
 /// One worker's view of an upstream: its WRR state and its idle connection pool.
 pub struct Upstream {
     /// Shared, immutable part.

@@ -1,0 +1,187 @@
+//! `[kafka]`: brokers, the bounded queue, the full-queue policy and librdkafka properties.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::BaseProducer;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// Properties relay sets unless `[kafka.properties]` overrides them.
+pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("compression.type", "lz4"),
+];
+
+/// `[kafka]`: brokers, queue and librdkafka properties.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`. Required.
+    pub brokers: String,
+    /// Most records accepted but not yet acknowledged by Kafka (waiting in relay's queue or in
+    /// librdkafka), across all workers, in records. When reached, `on_full` applies. Default 65536.
+    #[serde(default = "defaults::queue_capacity")]
+    pub queue_capacity: usize,
+    /// What a request gets when the queue is full: `"reject"` (503 + `Retry-After`, JSON error
+    /// `kafka_backpressure`, nothing forwarded). Default `"reject"`.
+    #[serde(default)]
+    pub on_full: OnFull,
+    /// `Retry-After` sent with a `kafka_backpressure` 503, in seconds. Default 1.
+    #[serde(default = "defaults::retry_after_s")]
+    pub retry_after_s: u32,
+    /// At shutdown, how long the queue and librdkafka may take to deliver what they hold, in ms.
+    /// Default 30000.
+    #[serde(default = "defaults::flush_timeout_ms")]
+    pub flush_timeout_ms: u64,
+    /// Producer threads draining the queue, each with its own librdkafka producer. Default 1.
+    #[serde(default = "defaults::producer_threads")]
+    pub producer_threads: usize,
+    /// librdkafka properties, passed verbatim (`"linger.ms" = "5"`). relay sets `acks = "all"`,
+    /// `enable.idempotence = "true"` and `compression.type = "lz4"` unless given here, and
+    /// `queue.buffering.max.messages` to at least `queue_capacity`. Default: none.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// What happens to a request whose original cannot be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// 503 with `Retry-After` and `kafka_backpressure`; the request is not forwarded.
+    #[default]
+    Reject,
+}
+
+/// Default values, one function per field (serde needs functions).
+pub mod defaults {
+    /// 65536 records.
+    pub fn queue_capacity() -> usize {
+        65536
+    }
+    /// 1 s.
+    pub fn retry_after_s() -> u32 {
+        1
+    }
+    /// 30000 ms.
+    pub fn flush_timeout_ms() -> u64 {
+        30_000
+    }
+    /// 1 thread.
+    pub fn producer_threads() -> usize {
+        1
+    }
+}
+
+impl KafkaConfig {
+    /// A config with `brokers` and every default.
+    pub fn new(brokers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            queue_capacity: defaults::queue_capacity(),
+            on_full: OnFull::Reject,
+            retry_after_s: defaults::retry_after_s(),
+            flush_timeout_ms: defaults::flush_timeout_ms(),
+            producer_threads: defaults::producer_threads(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Records problems under `field` (`"kafka"`). An unknown or invalid librdkafka property
+    /// is reported with librdkafka's own message; the check needs no reachable broker.
+    pub fn validate(&self, field: &str, p: &mut Problems) {
+        if self.brokers.trim().is_empty() {
+            p.push(
+                format!("{field}.brokers"),
+                "must name at least one broker, e.g. \"127.0.0.1:9092\"",
+            );
+        }
+        for b in self
+            .brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+        {
+            let ok = b
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+            if !ok {
+                p.push(
+                    format!("{field}.brokers"),
+                    format!("{b:?} is not host:port; write e.g. \"10.0.0.7:9092\""),
+                );
+            }
+        }
+        if self.queue_capacity == 0 {
+            p.push(
+                format!("{field}.queue_capacity"),
+                "must be at least 1 record",
+            );
+        }
+        if self.retry_after_s == 0 {
+            p.push(format!("{field}.retry_after_s"), "must be at least 1 s");
+        }
+        if self.flush_timeout_ms == 0 {
+            p.push(
+                format!("{field}.flush_timeout_ms"),
+                "must be more than 0 ms",
+            );
+        }
+        if !(1..=64).contains(&self.producer_threads) {
+            p.push(
+                format!("{field}.producer_threads"),
+                "must be between 1 and 64",
+            );
+        }
+        if self.properties.contains_key("bootstrap.servers")
+            || self.properties.contains_key("metadata.broker.list")
+        {
+            p.push(
+                format!("{field}.properties"),
+                "set the brokers with kafka.brokers, not bootstrap.servers / metadata.broker.list",
+            );
+        }
+        // librdkafka checks each property on `set` and the combination on client creation.
+        // Without bootstrap.servers the throwaway producer opens no connection.
+        let cc = self.client_config_without_brokers();
+        if let Err(e) = cc.create::<BaseProducer>() {
+            p.push(format!("{field}.properties"), librdkafka_message(&e));
+        }
+    }
+
+    /// The librdkafka configuration of one producer: relay's defaults, the properties, the
+    /// brokers.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cc = self.client_config_without_brokers();
+        cc.set("bootstrap.servers", self.brokers.trim());
+        cc
+    }
+
+    fn client_config_without_brokers(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        for (k, v) in DEFAULT_PROPERTIES {
+            cc.set(*k, *v);
+        }
+        // librdkafka's own queue must never be the bound: relay's queue_capacity is.
+        let per_thread = self.queue_capacity.clamp(100_000, 10_000_000);
+        cc.set("queue.buffering.max.messages", per_thread.to_string());
+        for (k, v) in &self.properties {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
+/// librdkafka's message from an rdkafka error, without rdkafka's prefix.
+pub(crate) fn librdkafka_message(e: &rdkafka::error::KafkaError) -> String {
+    use rdkafka::error::KafkaError as K;
+    match e {
+        K::ClientCreation(m) => m.clone(),
+        K::ClientConfig(_, desc, key, value) => {
+            format!("{desc} (property {key:?} = {value:?})")
+        }
+        other => other.to_string(),
+    }
+}

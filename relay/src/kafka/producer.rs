@@ -1,0 +1,304 @@
+//! The producer threads: each drains the shared queue into its own librdkafka `BaseProducer`,
+//! serves delivery reports, and sleeps (park with timeout) when idle instead of spinning.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message};
+
+use super::stats::{FailReason, KafkaStats};
+use super::OriginalRecord;
+
+/// How long an idle producer thread with nothing in flight sleeps before looking again (a
+/// `try_send` wakes it at once).
+const IDLE_PARK: Duration = Duration::from_millis(100);
+/// How long a producer thread waits for delivery reports when records are in flight and the
+/// queue is empty: from the first value, doubling while nothing new arrives, up to the
+/// second (new records wait at most that long for librdkafka; the thread never spins).
+const INFLIGHT_POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(8));
+/// Most records moved from the queue to librdkafka before serving delivery reports.
+const BATCH: usize = 1024;
+
+/// A record in relay's queue.
+pub(crate) struct Queued {
+    pub rec: OriginalRecord,
+    pub enqueued_at: Instant,
+    pub slot: usize,
+}
+
+/// What a delivery report carries back.
+pub(crate) struct Inflight {
+    slot: usize,
+    enqueued_at: Instant,
+}
+
+/// Rate-limits WARN lines to one per second per key, counting what was suppressed.
+#[derive(Default)]
+pub(crate) struct RateLimitedLog {
+    last: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl RateLimitedLog {
+    /// Returns `Some(suppressed since the last line)` when a line may be written now.
+    fn allow(&self, key: &str) -> Option<u64> {
+        let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match m.get_mut(key) {
+            Some((t, n)) if now.duration_since(*t) < Duration::from_secs(1) => {
+                *n += 1;
+                None
+            }
+            Some((t, n)) => {
+                let s = *n;
+                *t = now;
+                *n = 0;
+                Some(s)
+            }
+            None => {
+                m.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// A producer thread's wake-up handle: set by the thread itself when it starts.
+#[derive(Default)]
+pub(crate) struct Sleeper {
+    thread: OnceLock<Thread>,
+    /// Whether the thread is parked (or about to park).
+    sleeping: AtomicBool,
+}
+
+impl Sleeper {
+    fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// State shared by the senders, the producer threads and the owner.
+pub(crate) struct Shared {
+    pub queue: ArrayQueue<Queued>,
+    pub stats: Arc<KafkaStats>,
+    pub closing: AtomicBool,
+    pub retry_after_s: u32,
+    /// One entry per producer thread.
+    pub sleepers: Vec<Sleeper>,
+    pub log: RateLimitedLog,
+}
+
+impl Shared {
+    /// Wakes one parked producer thread, if any.
+    pub fn wake_one(&self) {
+        for s in &self.sleepers {
+            if s.sleeping.load(SeqCst) {
+                s.unpark();
+                return;
+            }
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for s in &self.sleepers {
+            s.unpark();
+        }
+    }
+}
+
+/// librdkafka callbacks: delivery reports into [`KafkaStats`], logs into `tracing`.
+pub(crate) struct RelayContext {
+    pub shared: Arc<Shared>,
+}
+
+impl ClientContext for RelayContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, msg, "librdkafka"),
+            L::Warning => tracing::warn!(fac, msg, "librdkafka"),
+            L::Notice | L::Info => tracing::info!(fac, msg, "librdkafka"),
+            L::Debug => tracing::debug!(fac, msg, "librdkafka"),
+        }
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        let key = format!("global:{:?}", error.rdkafka_error_code());
+        if let Some(suppressed) = self.shared.log.allow(&key) {
+            tracing::warn!(%error, reason, suppressed, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for RelayContext {
+    type DeliveryOpaque = Box<Inflight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, inflight: Box<Inflight>) {
+        let stats = &self.shared.stats;
+        match result {
+            Ok(_) => stats.on_delivered(inflight.slot, inflight.enqueued_at.elapsed()),
+            Err((e, msg)) => {
+                let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                let reason = FailReason::from_code(code);
+                stats.on_failed(inflight.slot, reason);
+                self.log_failure(msg.topic(), code, reason, &e.to_string());
+            }
+        }
+    }
+}
+
+impl RelayContext {
+    fn log_failure(&self, topic: &str, code: RDKafkaErrorCode, reason: FailReason, error: &str) {
+        let key = format!("{code:?}");
+        if let Some(suppressed) = self.shared.log.allow(&key) {
+            tracing::warn!(
+                topic,
+                reason = reason.label(),
+                error,
+                suppressed,
+                "kafka delivery failed"
+            );
+        }
+    }
+}
+
+/// The producer type every thread owns.
+pub(crate) type RelayProducer = BaseProducer<RelayContext>;
+
+/// One producer thread's loop: runs until `closing` is set and the queue is drained (or the
+/// deadline passed), flushes until `deadline`, and hands its producer back for the report.
+pub(crate) fn run(
+    me: usize,
+    producer: RelayProducer,
+    shared: Arc<Shared>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+) -> RelayProducer {
+    let sleeper = &shared.sleepers[me];
+    let _ = sleeper.thread.set(std::thread::current());
+    let mut held: Option<Queued> = None;
+    let mut inflight_poll = INFLIGHT_POLL.0;
+    loop {
+        let closing = shared.closing.load(SeqCst);
+        let dl = if closing {
+            *deadline.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            None
+        };
+        let past_deadline = dl.is_some_and(|d| Instant::now() >= d);
+
+        // Move records to librdkafka.
+        let mut moved = 0;
+        while moved < BATCH && !past_deadline {
+            let q = match held.take().or_else(|| shared.queue.pop()) {
+                Some(q) => q,
+                None => break,
+            };
+            match send(&producer, q) {
+                None => moved += 1,
+                Some(q) => {
+                    // librdkafka's queue is full: serve delivery reports, then retry this one.
+                    held = Some(q);
+                    producer.poll(Duration::from_millis(10));
+                    break;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+
+        if closing && (past_deadline || (held.is_none() && shared.queue.is_empty())) {
+            if let Some(q) = held.take() {
+                // Past the deadline: never sent; put it back so the report counts it pending.
+                let _ = shared.queue.push(q);
+            }
+            if let Some(d) = dl {
+                let _ = producer.flush(d.saturating_duration_since(Instant::now()));
+            }
+            return producer;
+        }
+        if moved > 0 || held.is_some() {
+            inflight_poll = INFLIGHT_POLL.0;
+            continue;
+        }
+        if producer.in_flight_count() > 0 {
+            // Serves delivery reports for `inflight_poll` (blocking on librdkafka's queue).
+            producer.poll(inflight_poll);
+            inflight_poll = (inflight_poll * 2).min(INFLIGHT_POLL.1);
+            continue;
+        }
+        inflight_poll = INFLIGHT_POLL.0;
+        // Idle: announce, re-check (a sender may have pushed before seeing the flag), park.
+        sleeper.sleeping.store(true, SeqCst);
+        if shared.queue.is_empty() && !shared.closing.load(SeqCst) {
+            std::thread::park_timeout(IDLE_PARK);
+        }
+        sleeper.sleeping.store(false, SeqCst);
+    }
+}
+
+/// Hands one record to librdkafka; gives it back (`Some`) when librdkafka's queue is full. Any
+/// other refusal is a failed delivery.
+fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
+    let Queued {
+        rec,
+        enqueued_at,
+        slot,
+    } = q;
+    let mut headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "relay-route",
+            value: Some(rec.route.as_bytes()),
+        })
+        .insert(Header {
+            key: "relay-request-id",
+            value: Some(rec.request_id.as_bytes()),
+        });
+    if let Some(ct) = &rec.content_type {
+        headers = headers.insert(Header {
+            key: "content-type",
+            value: Some(ct.as_bytes()),
+        });
+    }
+    if let Some(k) = &rec.key_id {
+        headers = headers.insert(Header {
+            key: "relay-key-id",
+            value: Some(k.as_bytes()),
+        });
+    }
+    let mut record =
+        BaseRecord::with_opaque_to(&rec.topic, Box::new(Inflight { slot, enqueued_at }))
+            .payload(&rec.payload[..])
+            .timestamp(rec.timestamp_ms)
+            .headers(headers);
+    if let Some(k) = &rec.key {
+        record = record.key(&k[..]);
+    }
+    let sent = producer.send(record).map_err(|(e, _record)| e);
+    match sent {
+        Ok(()) => None,
+        Err(e) => {
+            let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+            if code == RDKafkaErrorCode::QueueFull {
+                drop(e);
+                return Some(Queued {
+                    rec,
+                    enqueued_at,
+                    slot,
+                });
+            }
+            let reason = FailReason::from_code(code);
+            let ctx = producer.context();
+            ctx.shared.stats.on_failed(slot, reason);
+            ctx.log_failure(&rec.topic, code, reason, &e.to_string());
+            None
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Delivery accounting for metrics and the shutdown report: lock-free counters, per-topic
+//! delivery reports by reason, and a fixed-bucket delivery latency histogram.
+//!
+//! Topics are interned on first use into a fixed open-addressing table of [`MAX_TOPICS`]
+//! slots (`OnceLock` each), so the request path finds its topic's counters with atomic loads
+//! only; topics beyond the table share the [`OVERFLOW_TOPIC`] slot.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Distinct topics tracked one by one; more share [`OVERFLOW_TOPIC`].
+pub const MAX_TOPICS: usize = 256;
+/// The label for topics beyond [`MAX_TOPICS`].
+pub const OVERFLOW_TOPIC: &str = "_other";
+
+/// Upper bounds (seconds) of the delivery latency buckets, enqueue to delivery report.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Why a record was not delivered: the `reason` label of `relay_kafka_records_failed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailReason {
+    /// `message.timeout.ms` passed without an acknowledgement (broker down or slow).
+    TimedOut,
+    /// The record is larger than the producer or broker allows.
+    TooLarge,
+    /// The topic or partition does not exist.
+    UnknownTopic,
+    /// Not authorized to write the topic.
+    Unauthorized,
+    /// Purged at shutdown after the flush deadline.
+    Purged,
+    /// librdkafka's own queue refused it.
+    LocalQueueFull,
+    /// Anything else (the log line carries librdkafka's reason).
+    Other,
+}
+
+impl FailReason {
+    /// Every reason, in label order.
+    pub const ALL: [FailReason; 7] = [
+        FailReason::TimedOut,
+        FailReason::TooLarge,
+        FailReason::UnknownTopic,
+        FailReason::Unauthorized,
+        FailReason::Purged,
+        FailReason::LocalQueueFull,
+        FailReason::Other,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailReason::TimedOut => "timed_out",
+            FailReason::TooLarge => "too_large",
+            FailReason::UnknownTopic => "unknown_topic",
+            FailReason::Unauthorized => "unauthorized",
+            FailReason::Purged => "purged",
+            FailReason::LocalQueueFull => "local_queue_full",
+            FailReason::Other => "other",
+        }
+    }
+
+    /// Classifies a librdkafka error code.
+    pub fn from_code(code: rdkafka::types::RDKafkaErrorCode) -> FailReason {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match code {
+            C::MessageTimedOut | C::RequestTimedOut => FailReason::TimedOut,
+            C::MessageSizeTooLarge | C::InvalidMessageSize => FailReason::TooLarge,
+            C::UnknownTopic | C::UnknownTopicOrPartition | C::UnknownPartition => {
+                FailReason::UnknownTopic
+            }
+            C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => FailReason::Unauthorized,
+            C::PurgeQueue | C::PurgeInflight => FailReason::Purged,
+            C::QueueFull => FailReason::LocalQueueFull,
+            _ => FailReason::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A latency histogram with fixed [`BUCKETS`]: per-bucket counts (plus +Inf), count and sum.
+#[derive(Debug)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bucket of [`BUCKETS`] (Prometheus `le` semantics), the total count
+    /// (the `+Inf` bucket) and the sum in seconds.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = Vec::with_capacity(BUCKETS.len());
+        let mut acc = 0;
+        for c in &self.counts[..BUCKETS.len()] {
+            acc += c.load(Relaxed);
+            cumulative.push(acc);
+        }
+        let count = acc + self.counts[BUCKETS.len()].load(Relaxed);
+        HistogramSnapshot {
+            cumulative,
+            count,
+            sum_seconds: self.sum_us.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `cumulative[i]` = observations <= `BUCKETS[i]` seconds.
+    pub cumulative: Vec<u64>,
+    /// All observations (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+/// One topic's counters.
+#[derive(Debug)]
+pub struct TopicStats {
+    name: Arc<str>,
+    enqueued: AtomicU64,
+    delivered: AtomicU64,
+    failed: [AtomicU64; FailReason::ALL.len()],
+    latency: Histogram,
+}
+
+impl TopicStats {
+    fn new(name: Arc<str>) -> TopicStats {
+        TopicStats {
+            name,
+            enqueued: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: Histogram::default(),
+        }
+    }
+}
+
+/// A point-in-time copy of one topic's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSnapshot {
+    /// The topic (or [`OVERFLOW_TOPIC`]).
+    pub topic: Arc<str>,
+    /// Records accepted by `try_send` for this topic.
+    pub enqueued: u64,
+    /// Records acknowledged by the broker.
+    pub delivered: u64,
+    /// Records that failed, by reason (every reason listed, zeros included).
+    pub failed: Vec<(FailReason, u64)>,
+    /// Enqueue-to-acknowledgement latency of delivered records.
+    pub latency: HistogramSnapshot,
+}
+
+/// The Kafka path's counters, shared by workers (writers on accept), producer threads (writers
+/// on delivery report) and the metrics endpoint (reader). Every read is lock-free.
+///
+/// Metric mapping: `relay_kafka_queue_depth` = [`depth`](Self::depth),
+/// `relay_kafka_queue_capacity` = [`capacity`](Self::capacity); per topic from
+/// [`topics`](Self::topics): `relay_kafka_records_enqueued_total{topic}`,
+/// `relay_kafka_records_delivered_total{topic}`,
+/// `relay_kafka_records_failed_total{topic,reason}`,
+/// `relay_kafka_delivery_duration_seconds{topic}` (buckets [`buckets`](Self::buckets)).
+#[derive(Debug)]
+pub struct KafkaStats {
+    capacity: usize,
+    /// Accepted, not yet acknowledged or failed (relay's queue + librdkafka's).
+    pub(crate) outstanding: AtomicUsize,
+    enqueued: AtomicU64,
+    rejected_full: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    topics: Box<[OnceLock<TopicStats>]>,
+    overflow: TopicStats,
+}
+
+impl KafkaStats {
+    pub(crate) fn new(capacity: usize) -> KafkaStats {
+        KafkaStats {
+            capacity,
+            outstanding: AtomicUsize::new(0),
+            enqueued: AtomicU64::new(0),
+            rejected_full: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            topics: (0..MAX_TOPICS).map(|_| OnceLock::new()).collect(),
+            overflow: TopicStats::new(OVERFLOW_TOPIC.into()),
+        }
+    }
+
+    /// Latency bucket upper bounds, in seconds.
+    pub fn buckets(&self) -> &'static [f64] {
+        BUCKETS
+    }
+    /// Records accepted and not yet acknowledged or failed: in relay's queue or in librdkafka.
+    /// The queue is full when this reaches [`capacity`](Self::capacity).
+    pub fn depth(&self) -> u64 {
+        self.outstanding.load(SeqCst) as u64
+    }
+    /// `queue_capacity`, in records.
+    pub fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+    /// Records accepted by `try_send`, all topics.
+    pub fn enqueued_total(&self) -> u64 {
+        self.enqueued.load(SeqCst)
+    }
+    /// `try_send` calls rejected because the queue was full (or shutting down).
+    pub fn rejected_full_total(&self) -> u64 {
+        self.rejected_full.load(Relaxed)
+    }
+    /// Records acknowledged by the broker, all topics.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(SeqCst)
+    }
+    /// Records that failed, all topics and reasons.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.load(SeqCst)
+    }
+
+    /// A snapshot of every topic seen so far (table order), with the overflow slot last when
+    /// it was used.
+    pub fn topics(&self) -> Vec<TopicSnapshot> {
+        let mut out: Vec<TopicSnapshot> = self
+            .topics
+            .iter()
+            .filter_map(|s| s.get())
+            .map(snapshot)
+            .collect();
+        if self.overflow.enqueued.load(Relaxed) > 0 {
+            out.push(snapshot(&self.overflow));
+        }
+        out
+    }
+
+    /// Calls `f(topic, delivered, failed_by_reason)` for every topic seen so far.
+    pub fn for_each_topic(&self, mut f: impl FnMut(&str, u64, &[(FailReason, u64)])) {
+        for t in self.topics() {
+            f(&t.topic, t.delivered, &t.failed);
+        }
+    }
+
+    /// The slot for `topic`, interning it on first use. Lock-free: atomic loads once interned.
+    pub(crate) fn slot(&self, topic: &Arc<str>) -> usize {
+        let h = fnv1a(topic.as_bytes()) as usize;
+        for i in 0..MAX_TOPICS {
+            let idx = (h + i) % MAX_TOPICS;
+            let cell = &self.topics[idx];
+            match cell.get() {
+                Some(t) if *t.name == **topic => return idx,
+                Some(_) => continue,
+                None => {
+                    let t = cell.get_or_init(|| TopicStats::new(topic.clone()));
+                    if *t.name == **topic {
+                        return idx;
+                    }
+                }
+            }
+        }
+        MAX_TOPICS
+    }
+
+    fn topic(&self, slot: usize) -> &TopicStats {
+        self.topics
+            .get(slot)
+            .and_then(|c| c.get())
+            .unwrap_or(&self.overflow)
+    }
+
+    pub(crate) fn on_enqueued(&self, slot: usize) {
+        self.enqueued.fetch_add(1, SeqCst);
+        self.topic(slot).enqueued.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn on_rejected(&self) {
+        self.rejected_full.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn on_delivered(&self, slot: usize, latency: Duration) {
+        // Room first, totals last (SeqCst): whoever sees a total sees the room freed.
+        self.outstanding.fetch_sub(1, SeqCst);
+        let t = self.topic(slot);
+        t.delivered.fetch_add(1, Relaxed);
+        t.latency.observe(latency);
+        self.delivered.fetch_add(1, SeqCst);
+    }
+
+    pub(crate) fn on_failed(&self, slot: usize, reason: FailReason) {
+        self.outstanding.fetch_sub(1, SeqCst);
+        self.topic(slot).failed[reason.index()].fetch_add(1, Relaxed);
+        self.failed.fetch_add(1, SeqCst);
+    }
+}
+
+fn snapshot(t: &TopicStats) -> TopicSnapshot {
+    TopicSnapshot {
+        topic: t.name.clone(),
+        enqueued: t.enqueued.load(Relaxed),
+        delivered: t.delivered.load(Relaxed),
+        failed: FailReason::ALL
+            .iter()
+            .map(|r| (*r, t.failed[r.index()].load(Relaxed)))
+            .collect(),
+        latency: t.latency.snapshot(),
+    }
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in b {
+        h ^= u64::from(*x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(1000));
+        let s = h.snapshot();
+        assert_eq!(s.cumulative[0], 1);
+        assert_eq!(s.cumulative[4], 2);
+        assert_eq!(*s.cumulative.last().unwrap(), 2);
+        assert_eq!(s.count, 3);
+        assert!((s.sum_seconds - 1000.0205).abs() < 1e-6);
+    }
+
+    #[test]
+    fn topics_intern_and_overflow() {
+        let st = KafkaStats::new(10);
+        let a: Arc<str> = "a".into();
+        let sa = st.slot(&a);
+        assert_eq!(sa, st.slot(&"a".into()));
+        for i in 0..MAX_TOPICS + 5 {
+            let t: Arc<str> = format!("t{i}").into();
+            let s = st.slot(&t);
+            st.on_enqueued(s);
+        }
+        st.on_enqueued(sa);
+        let snap = st.topics();
+        assert_eq!(snap.len(), MAX_TOPICS + 1);
+        assert_eq!(snap.last().unwrap().topic.as_ref(), OVERFLOW_TOPIC);
+        assert_eq!(
+            snap.iter().map(|t| t.enqueued).sum::<u64>(),
+            MAX_TOPICS as u64 + 6
+        );
+        assert_eq!(st.slot(&a), sa);
+    }
+}
