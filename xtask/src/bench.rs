@@ -163,6 +163,9 @@ struct Report {
     date: String,
     commit: String,
     machine: String,
+    /// `/proc/loadavg` before and after the run: other work on the machine skews latencies.
+    load_before: String,
+    load_after: String,
     command: String,
     step_secs: f64,
     warmup_secs: f64,
@@ -317,6 +320,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .args(["--body-size", &args.body_size.to_string()]),
     )?;
 
+    let load_before = sh("cat /proc/loadavg");
     let mut scenarios = Vec::new();
     for name in &args.scenarios {
         let sc = run_scenario(
@@ -368,6 +372,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").trim(),
             sh("uname -r")
         ),
+        load_before,
+        load_after: sh("cat /proc/loadavg"),
         command: format!(
             "cargo xtask bench {}",
             std::env::args().skip(2).collect::<Vec<_>>().join(" ")
@@ -926,7 +932,11 @@ fn markdown(r: &Report, pin_note: &str, taskset: bool) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# relay perf lab: {}\n", r.date);
     let _ = writeln!(m, "- command: `{}` (commit {})", r.command.trim(), r.commit);
-    let _ = writeln!(m, "- machine: {}", r.machine);
+    let _ = writeln!(
+        m,
+        "- machine: {}; /proc/loadavg before: {}, after: {} (other work on the machine skews the latencies; CPU µs/request much less)",
+        r.machine, r.load_before, r.load_after
+    );
     let _ = writeln!(
         m,
         "- pinning: {}",

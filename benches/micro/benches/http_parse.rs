@@ -8,7 +8,10 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use relay::http::chunked::ChunkedDecoder;
 use relay::http::request::{HeadLimits, RequestHead};
 
-const LIMITS: HeadLimits = HeadLimits { max_header_bytes: 16 * 1024, max_headers: 100 };
+const LIMITS: HeadLimits = HeadLimits {
+    max_header_bytes: 16 * 1024,
+    max_headers: 100,
+};
 
 /// What relay-loadgen and a typical mobile SDK send.
 const SDK_HEAD: &[u8] = b"POST /v1/logs HTTP/1.1\r\n\
@@ -49,12 +52,13 @@ fn browser_head() -> Vec<u8> {
 
 /// A JSON-ish payload of `n` bytes, chunked in pieces of `chunk` bytes.
 fn chunked_body(n: usize, chunk: usize) -> Vec<u8> {
-    let payload: Vec<u8> = br#"{"event":"purchase_completed","user_id":"u00012345678","props":{"amount":129000}}"#
-        .iter()
-        .copied()
-        .cycle()
-        .take(n)
-        .collect();
+    let payload: Vec<u8> =
+        br#"{"event":"purchase_completed","user_id":"u00012345678","props":{"amount":129000}}"#
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect();
     let mut out = Vec::with_capacity(n + n / chunk * 8 + 8);
     for piece in payload.chunks(chunk) {
         out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
@@ -68,17 +72,28 @@ fn chunked_body(n: usize, chunk: usize) -> Vec<u8> {
 fn head_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("head_parse");
     let browser = browser_head();
-    for (name, head) in [("sdk_8_headers", SDK_HEAD.to_vec()), ("browser_18_headers", browser)] {
+    for (name, head) in [
+        ("sdk_8_headers", SDK_HEAD.to_vec()),
+        ("browser_18_headers", browser),
+    ] {
         g.throughput(Throughput::Bytes(head.len() as u64));
         g.bench_with_input(BenchmarkId::from_parameter(name), &head, |b, head| {
-            b.iter(|| RequestHead::parse(black_box(head), LIMITS).unwrap().unwrap())
+            b.iter(|| {
+                RequestHead::parse(black_box(head), LIMITS)
+                    .unwrap()
+                    .unwrap()
+            })
         });
     }
     // A head cut short: what a read that ends mid-head costs (parsed again on the next read).
     let partial = &SDK_HEAD[..SDK_HEAD.len() - 20];
     g.throughput(Throughput::Bytes(partial.len() as u64));
     g.bench_function("sdk_partial", |b| {
-        b.iter(|| assert!(RequestHead::parse(black_box(partial), LIMITS).unwrap().is_none()))
+        b.iter(|| {
+            assert!(RequestHead::parse(black_box(partial), LIMITS)
+                .unwrap()
+                .is_none())
+        })
     });
     g.finish();
 }
@@ -88,15 +103,19 @@ fn chunked(c: &mut Criterion) {
     for (size, chunk) in [(1024, 256), (4096, 4096), (4096, 512), (65536, 8192)] {
         let body = chunked_body(size, chunk);
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_with_input(BenchmarkId::new("whole", format!("{size}B_in_{chunk}B_chunks")), &body, |b, body| {
-            let mut out = Vec::with_capacity(size);
-            b.iter(|| {
-                out.clear();
-                let mut d = ChunkedDecoder::new(1 << 20);
-                let used = d.decode(black_box(body), &mut out).unwrap();
-                assert!(d.is_done() && used == body.len());
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("whole", format!("{size}B_in_{chunk}B_chunks")),
+            &body,
+            |b, body| {
+                let mut out = Vec::with_capacity(size);
+                b.iter(|| {
+                    out.clear();
+                    let mut d = ChunkedDecoder::new(1 << 20);
+                    let used = d.decode(black_box(body), &mut out).unwrap();
+                    assert!(d.is_done() && used == body.len());
+                })
+            },
+        );
     }
     // Fed as the network might deliver it: 1460-byte segments.
     let body = chunked_body(4096, 512);
