@@ -267,7 +267,10 @@ fn steady_load(
     std::thread::spawn(move || {
         let mut c = Client::connect(addr);
         while !stop.load(Ordering::Relaxed) {
-            let r = c.post("/v1/logs", br#"{"steady":true}"#);
+            let r = c.post(
+                "/v1/logs",
+                br#"{"user_id":"user-7","device_id":"device-42"}"#,
+            );
             sent.fetch_add(1, Ordering::Relaxed);
             if r.status != 200 {
                 failed.fetch_add(1, Ordering::Relaxed);
@@ -277,11 +280,26 @@ fn steady_load(
 }
 
 #[test]
-fn reload_swaps_upstreams_under_load_and_refuses_a_broken_file() {
+fn reload_swaps_upstreams_and_pii_rules_under_load_and_refuses_a_broken_file() {
     let a = StubUpstream::start(Behavior::default());
     let b = StubUpstream::start(Behavior::default());
-    let cfg_a = basic_config("auto", a.addr, ADMIN).replace("workers = 1", "workers = 2");
-    let relay = Relay::start(&cfg_a);
+    let with_pii = |cfg: String, fields: &str| {
+        cfg.replace(
+            "methods = [\"POST\"]\nupstream = \"tracking\"",
+            "methods = [\"POST\"]\nupstream = \"tracking\"\npii = \"default\"",
+        ) + &format!("\n[pii.default]\nfields = [{fields}]\nkey_env = \"RELAY_TEST_PII_KEY\"\nkey_id = \"k1\"\n")
+    };
+    let cfg_a = with_pii(
+        basic_config("auto", a.addr, ADMIN).replace("workers = 1", "workers = 2"),
+        "\"user_id\"",
+    );
+    let relay = Relay::start_with(
+        &cfg_a,
+        RelayOptions {
+            env: vec![("RELAY_TEST_PII_KEY".into(), "k".repeat(32))],
+            ..Default::default()
+        },
+    );
     let (stop, sent, failed) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
@@ -292,8 +310,11 @@ fn reload_swaps_upstreams_under_load_and_refuses_a_broken_file() {
         .collect();
     wait_for(Duration::from_secs(20), || (a.count() > 50).then_some(())).expect("load flows to A");
 
-    // Switch every route to upstream B and add a route, via POST /reload.
-    let cfg_b = cfg_a.replace(&a.addr.to_string(), &b.addr.to_string())
+    // Switch the route to upstream B, hash device_id too, and add a route, via POST /reload.
+    let cfg_b = with_pii(
+        basic_config("auto", b.addr, ADMIN).replace("workers = 1", "workers = 2"),
+        "\"user_id\", \"device_id\"",
+    )
         + "\n[[routes]]\nname = \"batch\"\npath = \"/v1/batch\"\nupstream = \"tracking\"\n";
     std::fs::write(&relay.config_path, &cfg_b).unwrap();
     let (s, body) = relay.admin_post("/reload");
@@ -360,6 +381,28 @@ fn reload_swaps_upstreams_under_load_and_refuses_a_broken_file() {
         relay.metric("relay_config_reloads_total{result=\"success\"}"),
         2.0
     );
+
+    // The old rule applied to every request before the reload, the new one to every request after.
+    let is_hash = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|s| s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()))
+    };
+    for r in a.requests() {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(is_hash(&v["user_id"]), "{v}");
+        assert_eq!(
+            v["device_id"], "device-42",
+            "old rule: device_id not hashed"
+        );
+    }
+    for r in b.requests().iter().filter(|r| r.target == "/v1/logs") {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            is_hash(&v["user_id"]) && is_hash(&v["device_id"]),
+            "new rule: both hashed: {v}"
+        );
+        assert_eq!(r.header("x-relay-key-id"), Some("k1"));
+    }
 }
 
 #[test]
