@@ -532,6 +532,9 @@ async fn exchange(
         }
         let mut b = std::mem::take(rbuf);
         b.clear();
+        // A read cancelled by a timeout takes its buffer with it: never read into an empty one
+        // (a zero-length read returns 0, which would look like the peer closing).
+        b.reserve(16 * 1024);
         let (r, b) = s.read(b).await;
         *rbuf = b;
         match r {

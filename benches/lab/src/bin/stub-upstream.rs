@@ -242,6 +242,7 @@ async fn serve(ctx: &Ctx, s: TcpStream) -> std::io::Result<()> {
         }
         let mut b = std::mem::take(&mut rbuf);
         b.clear();
+        b.reserve(64 * 1024);
         let (r, b) = s.read(b).await;
         rbuf = b;
         match r? {
