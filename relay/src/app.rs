@@ -110,6 +110,32 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         }
         None => Arc::new(|| Ok(())),
     };
+    let admission = {
+        let m = metrics.clone();
+        let kafka_fill: Box<dyn Fn() -> f64 + Send + Sync> = match &kafka {
+            Some(p) => {
+                let stats = p.stats();
+                Box::new(move || stats.depth() as f64 / stats.capacity().max(1) as f64)
+            }
+            None => Box::new(|| 0.0),
+        };
+        let load: Arc<dyn Fn() -> crate::admission::LoadSample + Send + Sync> =
+            Arc::new(move || crate::admission::LoadSample {
+                inflight_per_worker: m.inflight.per_worker(),
+                kafka_fill: kafka_fill(),
+                accept_backlog: 0,
+            });
+        let port = listeners[0].local_addr().map(|a| a.port()).unwrap_or(0);
+        Arc::new(crate::admission::Admission::start(
+            config.admission.as_ref(),
+            port,
+            load,
+        ))
+    };
+    {
+        let a = admission.clone();
+        metrics.add_renderer(Box::new(move |out| a.snapshot().render(out)));
+    }
 
     let heartbeats: Arc<Vec<AtomicU64>> =
         Arc::new((0..plan.count).map(|_| AtomicU64::new(0)).collect());
@@ -118,7 +144,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         hub: hub.clone(),
         metrics: metrics.clone(),
         kafka: kafka.as_ref().map(|k| k.sender()),
-        admission: None,
+        admission: Some(admission.clone()),
         heartbeats: heartbeats.clone(),
         epoch,
     };
@@ -159,7 +185,13 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
                         kafka_ready().map_err(|e| format!("the Kafka path cannot accept: {e}"))
                     }),
                     reload: Box::new(move || reload(&hub2, &m2)),
-                    shed: Box::new(|_| Err("admission control is not configured".into())),
+                    shed: {
+                        let a = admission.clone();
+                        Box::new(move |level| {
+                            a.set_shed_override(level);
+                            Ok(format!("shed level {level:?} ({})", a.mode()))
+                        })
+                    },
                 };
                 admin::spawn(l, Arc::new(hooks));
             }
@@ -250,6 +282,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             let _ = w.thread.join();
         }
     }
+    admission.shutdown();
     let mut code = 0;
     if let (Some(path), Some(k)) = (kafka, &config.kafka) {
         let report = path.shutdown(Duration::from_millis(k.flush_timeout_ms));

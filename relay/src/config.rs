@@ -31,7 +31,7 @@ pub struct Config {
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// PII policies by name, referenced by routes (`pii = "default"`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pii: BTreeMap<String, PiiPolicyConfig>,
     /// The Kafka path for originals. Required when any route names a `topic`.
     #[serde(default)]
@@ -149,7 +149,7 @@ pub struct AdminConfig {
 }
 
 /// `[log]`: logging.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Access log: one DEBUG-independent line per sampled request. Default off.
@@ -158,6 +158,15 @@ pub struct LogConfig {
     /// Fraction of requests written to the access log, 0.0..=1.0. Default 1.0.
     #[serde(default = "defaults::sample_rate")]
     pub access_log_sample_rate: f64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access_log: false,
+            access_log_sample_rate: defaults::sample_rate(),
+        }
+    }
 }
 
 /// One upstream node: `"host:port"` or `{ address = "host:port", weight = 3 }`.
@@ -443,6 +452,13 @@ impl Config {
         for p in self.pii.values_mut() {
             p.resolve_paths(base);
         }
+        if let Some(a) = &mut self.admission {
+            if let Some(o) = &mut a.object_path {
+                if o.is_relative() {
+                    *o = base.join(&*o);
+                }
+            }
+        }
     }
 
     /// Checks the whole file, recording every problem.
@@ -646,6 +662,11 @@ upstream = "tracking"
         assert_eq!(c.upstreams[0].connect_timeout_ms, 2000);
         let printed = c.to_effective_toml();
         assert!(printed.contains("max_body_bytes = 1048576"), "{printed}");
+        assert!(
+            printed.contains("access_log_sample_rate = 1.0"),
+            "{printed}"
+        );
+        assert_eq!(c.log.access_log_sample_rate, 1.0);
     }
 
     #[test]

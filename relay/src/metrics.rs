@@ -63,6 +63,13 @@ impl Gauge {
     pub fn add(&self, w: usize, d: i64) {
         self.0[w % self.0.len()].fetch_add(d, Relaxed);
     }
+    /// Each worker's value (negative transients read as 0).
+    pub fn per_worker(&self) -> Vec<u64> {
+        self.0
+            .iter()
+            .map(|c| c.load(Relaxed).max(0) as u64)
+            .collect()
+    }
     /// The sum over workers.
     pub fn sum(&self) -> i64 {
         self.0.iter().map(|c| c.load(Relaxed)).sum()

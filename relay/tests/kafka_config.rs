@@ -52,7 +52,7 @@ fn unknown_librdkafka_property_is_an_error_with_librdkafkas_message() {
     cfg.properties.insert("linger.mss".into(), "5".into());
     let p = problems(&cfg);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert_eq!(p[0].0, "kafka.properties");
+    assert_eq!(p[0].0, "kafka.properties.\"linger.mss\"");
     assert!(
         p[0].1
             .contains("No such configuration property: \"linger.mss\""),
@@ -62,6 +62,24 @@ fn unknown_librdkafka_property_is_an_error_with_librdkafkas_message() {
     // start refuses it too, with the same message.
     let e = KafkaPath::start(&cfg).unwrap_err().to_string();
     assert!(e.contains("No such configuration property"), "{e}");
+}
+
+#[test]
+fn every_bad_property_is_reported() {
+    let mut cfg = KafkaConfig::new("127.0.0.1:1");
+    cfg.properties.insert("linger.mss".into(), "5".into());
+    cfg.properties.insert("batch.sise".into(), "5".into());
+    cfg.properties.insert("acks".into(), "sometimes".into());
+    cfg.properties.insert("linger.ms".into(), "5".into());
+    let fields: Vec<String> = problems(&cfg).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        [
+            "kafka.properties.\"acks\"",
+            "kafka.properties.\"batch.sise\"",
+            "kafka.properties.\"linger.mss\""
+        ]
+    );
 }
 
 #[test]

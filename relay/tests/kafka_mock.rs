@@ -13,6 +13,13 @@ fn mock_roundtrip_is_byte_identical_and_counted() {
 }
 
 #[test]
+fn mock_roundtrip_with_three_producer_threads() {
+    let b = Mock::new();
+    let r = roundtrip_with(&b, "app-log-topic", 3000, 4, 3);
+    eprintln!("mock roundtrip, 3 producer threads: {r}");
+}
+
+#[test]
 fn mock_backpressure_rejects_when_full_and_recovers() {
     let mut b = Mock::new();
     let (accepted, rejected, r) = backpressure(&mut b, "bp-topic");

@@ -1,5 +1,6 @@
 //! The Kafka path against a real broker process (tansu, memory storage): round trip,
-//! backpressure with the broker killed and restarted, and the shutdown flush.
+//! backpressure with the broker frozen (SIGSTOP) and thawed, with the broker killed and
+//! restarted, and the shutdown flush.
 
 mod kafka_support;
 
@@ -25,6 +26,13 @@ fn tansu_backpressure_rejects_when_full_and_recovers() {
     let mut b = tansu();
     let (accepted, rejected, r) = backpressure(&mut b, "bp-topic");
     eprintln!("tansu backpressure: accepted={accepted} rejected={rejected} {r}");
+}
+
+#[test]
+fn tansu_killed_and_restarted_without_idempotence_recovers() {
+    let mut b = TansuRestart(tansu());
+    let (accepted, rejected, r) = backpressure(&mut b, "restart-topic");
+    eprintln!("tansu kill+restart: accepted={accepted} rejected={rejected} {r}");
 }
 
 #[test]

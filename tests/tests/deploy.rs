@@ -209,6 +209,13 @@ fn configmap_carries_a_valid_config_with_auto_workers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, &toml).unwrap();
+    // The key comes from the Secret in the pod; here a generated one stands in.
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/pii.key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     let out = Command::new(relay_bin())
         .args(["check", "--config"])
         .arg(&path)

@@ -438,3 +438,110 @@ fn access_log_is_off_by_default_and_sampled_when_on() {
     assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
     assert!(!relay.log().contains("relay::access"));
 }
+
+/// Every metric family issue 7 requires, by name.
+const REQUIRED_METRICS: &[&str] = &[
+    "relay_requests_total",
+    "relay_request_duration_seconds",
+    "relay_upstream_duration_seconds",
+    "relay_bytes_received_total",
+    "relay_bytes_sent_total",
+    "relay_rejected_requests_total",
+    "relay_pii_fields_hashed_total",
+    "relay_kafka_queue_depth",
+    "relay_kafka_queue_capacity",
+    "relay_kafka_records_enqueued_total",
+    "relay_kafka_records_delivered_total",
+    "relay_kafka_records_failed_total",
+    "relay_kafka_delivery_duration_seconds",
+    "relay_upstream_connections_open",
+    "relay_upstream_connections_reused_total",
+    "relay_upstream_connections_created_total",
+    "relay_upstream_retries_total",
+    "relay_upstream_errors_total",
+    "relay_admission_shed_level_ratio",
+    "relay_admission_dropped_total",
+    "relay_build_info",
+    "relay_config_reloads_total",
+    "relay_config_info",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+];
+
+#[test]
+fn every_required_metric_family_is_exposed_with_type_and_help() {
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&basic_config("auto", up.addr, ADMIN));
+    assert_eq!(post(relay.addr, "/v1/logs", b"{}").status, 200);
+    let (_, text) = relay.admin_get("/metrics");
+    for name in REQUIRED_METRICS {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "no # TYPE for {name}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no # HELP for {name}"
+        );
+    }
+    // Names follow relay_<what>_<unit>[_total]; counters end in _total.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut it = line.split_whitespace().skip(2);
+        let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+        if kind == "counter" {
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+        }
+        assert!(
+            name.starts_with("relay_") || name.starts_with("process_"),
+            "{name}"
+        );
+    }
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+}
+
+#[test]
+fn readyz_flips_to_503_when_the_kafka_path_is_full_and_back() {
+    let up = StubUpstream::start(Behavior::default());
+    // No broker listens: records wait in the queue until librdkafka gives up on them (2 s).
+    let dead = dead_addr();
+    let cfg = basic_config("auto", up.addr, ADMIN).replace(
+        "methods = [\"POST\"]\nupstream = \"tracking\"",
+        "methods = [\"POST\"]\nupstream = \"tracking\"\ntopic = \"app-log-topic\"",
+    ) + &format!(
+        "\n[kafka]\nbrokers = \"{dead}\"\nqueue_capacity = 2\nflush_timeout_ms = 1000\n[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n"
+    );
+    let relay = Relay::start(&cfg);
+    assert_eq!(relay.admin_get("/readyz").0, 200);
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(c.post("/v1/logs", b"{\"n\":1}").status, 200);
+    assert_eq!(c.post("/v1/logs", b"{\"n\":2}").status, 200);
+    let (s, body) = relay.admin_get("/readyz");
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("Kafka"), "{body}");
+    let r = c.post("/v1/logs", b"{\"n\":3}");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (503, "kafka_backpressure")
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(up.count(), 2, "the refused request was not forwarded");
+    // librdkafka times the records out: the path has room again and readiness comes back.
+    wait_for(Duration::from_secs(30), || {
+        (relay.admin_get("/readyz").0 == 200).then_some(())
+    })
+    .expect("ready again");
+    assert_eq!(
+        relay.metric(
+            "relay_kafka_records_failed_total{topic=\"app-log-topic\",reason=\"timed_out\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        relay.metric("relay_rejected_requests_total{reason=\"kafka_backpressure\"}"),
+        1.0
+    );
+}

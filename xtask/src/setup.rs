@@ -97,9 +97,13 @@ pub fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
 
-/// The tansu Kafka-protocol broker, for the tests against a real broker process.
+/// The tansu Kafka-protocol broker, for the tests against a real broker process (they look
+/// for `$TANSU`, then `~/.cargo/bin/tansu`, then PATH).
 pub fn tansu() -> Result<()> {
-    if have("tansu") {
+    let in_cargo_home = std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".cargo/bin/tansu").exists())
+        .unwrap_or(false);
+    if have("tansu") || in_cargo_home {
         return Ok(());
     }
     run(Command::new("cargo").args(["install", "--locked", "tansu", "--features", "dynostore"]))

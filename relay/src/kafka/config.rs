@@ -143,11 +143,25 @@ impl KafkaConfig {
                 "set the brokers with kafka.brokers, not bootstrap.servers / metadata.broker.list",
             );
         }
-        // librdkafka checks each property on `set` and the combination on client creation.
-        // Without bootstrap.servers the throwaway producer opens no connection.
-        let cc = self.client_config_without_brokers();
-        if let Err(e) = cc.create::<BaseProducer>() {
-            p.push(format!("{field}.properties"), librdkafka_message(&e));
+        // librdkafka checks each property when it is set (one problem per bad property) and
+        // the combination when a client is created. Without bootstrap.servers the throwaway
+        // producer opens no connection.
+        let mut each_ok = true;
+        for (k, v) in &self.properties {
+            let mut one = ClientConfig::new();
+            one.set(k, v);
+            if let Err(e) = one.create_native_config() {
+                each_ok = false;
+                p.push(format!("{field}.properties.{k:?}"), librdkafka_message(&e));
+            }
+        }
+        if each_ok {
+            if let Err(e) = self
+                .client_config_without_brokers()
+                .create::<BaseProducer>()
+            {
+                p.push(format!("{field}.properties"), librdkafka_message(&e));
+            }
         }
     }
 

@@ -49,10 +49,13 @@ pub(crate) struct RateLimitedLog {
 impl RateLimitedLog {
     /// Returns `Some(suppressed since the last line)` when a line may be written now.
     fn allow(&self, key: &str) -> Option<u64> {
+        self.allow_at(key, Instant::now())
+    }
+
+    fn allow_at(&self, key: &str, now: Instant) -> Option<u64> {
         let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         match m.get_mut(key) {
-            Some((t, n)) if now.duration_since(*t) < Duration::from_secs(1) => {
+            Some((t, n)) if now.saturating_duration_since(*t) < Duration::from_secs(1) => {
                 *n += 1;
                 None
             }
@@ -300,5 +303,38 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
             ctx.log_failure(&rec.topic, code, reason, &e.to_string());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_logs_are_limited_to_one_per_second_per_reason() {
+        let log = RateLimitedLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.allow_at("MessageTimedOut", t0), Some(0));
+        assert_eq!(
+            log.allow_at("MessageTimedOut", t0 + Duration::from_millis(10)),
+            None
+        );
+        assert_eq!(
+            log.allow_at("MessageTimedOut", t0 + Duration::from_millis(999)),
+            None
+        );
+        assert_eq!(
+            log.allow_at("MsgSizeTooLarge", t0 + Duration::from_millis(20)),
+            Some(0)
+        );
+        // The next line after a second says how many were suppressed.
+        assert_eq!(
+            log.allow_at("MessageTimedOut", t0 + Duration::from_millis(1000)),
+            Some(2)
+        );
+        assert_eq!(
+            log.allow_at("MessageTimedOut", t0 + Duration::from_millis(1500)),
+            None
+        );
     }
 }

@@ -192,7 +192,6 @@ pub struct KafkaStats {
     capacity: usize,
     /// Accepted, not yet acknowledged or failed (relay's queue + librdkafka's).
     pub(crate) outstanding: AtomicUsize,
-    enqueued: AtomicU64,
     rejected_full: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -205,7 +204,6 @@ impl KafkaStats {
         KafkaStats {
             capacity,
             outstanding: AtomicUsize::new(0),
-            enqueued: AtomicU64::new(0),
             rejected_full: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -227,9 +225,16 @@ impl KafkaStats {
     pub fn capacity(&self) -> u64 {
         self.capacity as u64
     }
-    /// Records accepted by `try_send`, all topics.
+    /// Records accepted by `try_send`, all topics (the sum of the per-topic counters, so the
+    /// request path bumps one shared counter fewer).
     pub fn enqueued_total(&self) -> u64 {
-        self.enqueued.load(SeqCst)
+        let interned: u64 = self
+            .topics
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|t| t.enqueued.load(SeqCst))
+            .sum();
+        interned + self.overflow.enqueued.load(SeqCst)
     }
     /// `try_send` calls rejected because the queue was full (or shutting down).
     pub fn rejected_full_total(&self) -> u64 {
@@ -294,8 +299,7 @@ impl KafkaStats {
     }
 
     pub(crate) fn on_enqueued(&self, slot: usize) {
-        self.enqueued.fetch_add(1, SeqCst);
-        self.topic(slot).enqueued.fetch_add(1, Relaxed);
+        self.topic(slot).enqueued.fetch_add(1, SeqCst);
     }
 
     pub(crate) fn on_rejected(&self) {

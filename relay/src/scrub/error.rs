@@ -9,10 +9,10 @@
 #[error("{message}")]
 pub struct ScrubError {
     /// Machine-readable reason, snake_case: `invalid_json`, `invalid_utf8`, `too_deep`,
-    /// `empty_body`, `unsupported_media_type`, `unsupported_charset`,
+    /// `empty_body`, `unsupported_media_type` (also for a charset other than UTF-8),
     /// `unsupported_content_encoding`.
     pub code: &'static str,
-    /// HTTP status: 400, or 415 for the media type, charset and content coding.
+    /// HTTP status: 400, or 415 for the media type (or charset) and the content coding.
     pub status: u16,
     /// What was wrong and what to do.
     pub message: String,

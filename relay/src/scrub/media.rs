@@ -5,7 +5,7 @@
 //!   one JSON value per `\n`-terminated line; blank lines are kept as they are.
 //! - No `Content-Type` at all: treated as `application/json` (apps that forget the header still
 //!   get scrubbed, never passed through).
-//! - A `charset` parameter other than UTF-8 is refused (415 `unsupported_charset`).
+//! - A `charset` parameter other than UTF-8 is refused (415 `unsupported_media_type`).
 //! - Any `Content-Encoding` other than `identity` is refused (415 `unsupported_content_encoding`,
 //!   RFC 9110 §15.5.16): relay cannot see PII inside a compressed body, so it never forwards one.
 
@@ -53,7 +53,7 @@ pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, ScrubError> {
             let v = value.trim().trim_matches('"');
             if !v.eq_ignore_ascii_case("utf-8") && !v.eq_ignore_ascii_case("utf8") {
                 return Err(ScrubError::unsupported(
-                    "unsupported_charset",
+                    "unsupported_media_type",
                     format!(
                         "charset {:?} is not supported; send the body as UTF-8 (charset=utf-8)",
                         truncate(v)
@@ -113,7 +113,7 @@ mod tests {
         let e = body_kind(Some("text/plain")).unwrap_err();
         assert_eq!((e.status, e.code), (415, "unsupported_media_type"));
         let e = body_kind(Some("application/json; charset=latin1")).unwrap_err();
-        assert_eq!((e.status, e.code), (415, "unsupported_charset"));
+        assert_eq!((e.status, e.code), (415, "unsupported_media_type"));
     }
 
     #[test]

@@ -3,13 +3,24 @@
 //!
 //! Contract used by the request path (`proxy.rs`): one [`Scrubber`] per policy per worker, built
 //! by [`Scrubber::new`]; methods take `&self`, allocate the output once per call and nothing per
-//! field. The body is walked once ([`walker`]): PII values are replaced by their quoted lowercase
+//! field. The body is walked once (module `walker`): PII values are replaced by their quoted lowercase
 //! hex pseudonyms and every other byte is copied as sent, so the upstream sees the app's own
 //! formatting. Anything that cannot be parsed is refused ([`ScrubError`]), never forwarded.
 //!
 //! Submodules: [`config`] (the `[pii.NAME]` policy), [`hashing`] (HMAC-SHA-256 / SHA-256),
 //! [`media`] (accepted Content-Type / Content-Encoding), `matcher` (fields and paths),
 //! `walker` (the JSON pass), `query` (query strings), [`error`].
+//!
+//! Bodies: one JSON value (usually an event object or an array of events; a bare scalar is
+//! accepted and has nothing to hash), or NDJSON. A zero-length body passes unchanged; a body of
+//! only whitespace is refused (`empty_body`). The parser is strict RFC 8259: no comments, no
+//! trailing commas, no lone surrogate escapes, no raw control characters in strings.
+//!
+//! Why not simd-json: in-place replacement needs the byte span of each value, and simd-json
+//! 0.14 does not expose its structural indexes (`find_structural_bits` is crate-private) nor
+//! node offsets on its tape; re-serializing its tape would lose the app's formatting.
+
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;
@@ -184,7 +195,11 @@ impl From<ScrubFound> for ScrubError {
         match f {
             ScrubFound::Err(e) => e,
             // Only find mode stops with Found; scrub mode never does.
-            ScrubFound::Found => ScrubError::bad_request("internal", "unexpected stop".into()),
+            ScrubFound::Found => ScrubError {
+                code: "internal",
+                status: 500,
+                message: "the scrubber stopped unexpectedly; report this bug".into(),
+            },
         }
     }
 }

@@ -1,16 +1,13 @@
-//! Shared by the `kafka_*` suites: a tansu broker child process, a read-back consumer, and
-//! bounded polling.
+//! Shared by the `kafka_*` suites: the brokers (see `broker.rs`), sample originals, and the
+//! scenarios run against each broker.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod broker;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use broker::*;
 use relay::kafka::OriginalRecord;
 
 /// Logs to the test output, filtered by `RUST_LOG` (default: warn).
@@ -21,261 +18,6 @@ pub fn init_log() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-}
-
-/// Polls `f` every 20 ms until it is true or `limit` passes; panics with `what` on timeout.
-pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound to 0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Where `tansu` is: `$TANSU`, `~/.cargo/bin/tansu`, or PATH.
-pub fn tansu_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TANSU") {
-        return Some(p.into());
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let p = home.join(".cargo/bin/tansu");
-    if p.exists() {
-        return Some(p);
-    }
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("command -v tansu")
-        .output()
-        .ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!s.is_empty()).then(|| s.into())
-}
-
-/// A tansu broker child on a fixed (free) port, killed on drop. `stop` and `start` keep the
-/// port, so clients reconnect to the same address (memory storage: a restart loses data, so
-/// tests read back only what was produced to the running instance).
-pub struct Tansu {
-    pub port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-    topics: std::sync::Mutex<Vec<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Tansu {
-    /// Starts tansu on a free port and waits until it accepts TCP connections.
-    pub fn start() -> Tansu {
-        init_log();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("tansu.log");
-        let mut t = Tansu {
-            port: free_port(),
-            child: None,
-            log,
-            topics: Default::default(),
-            _dir: dir,
-        };
-        t.restart();
-        t
-    }
-
-    /// `host:port` for clients.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the broker (SIGKILL) and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// (Re)starts the broker on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        let bin = tansu_bin().expect("tansu is not installed: run `cargo xtask setup`");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn tansu");
-        self.child = Some(child);
-        let addr = self.bootstrap();
-        let log = self.log.clone();
-        wait_for(
-            &format!("tansu on {addr} (log {})", log.display()),
-            Duration::from_secs(30),
-            || std::net::TcpStream::connect(&addr).is_ok(),
-        );
-        // Memory storage: a restarted broker has no topics; tansu does not auto-create them.
-        let topics = self.topics.lock().unwrap().clone();
-        for t in topics {
-            self.create(&t);
-        }
-    }
-
-    /// Creates `topic` (3 partitions) with `tansu topic create`; remembered for restarts.
-    pub fn create_topic(&self, topic: &str) {
-        self.create(topic);
-        self.topics.lock().unwrap().push(topic.to_string());
-    }
-
-    fn create(&self, topic: &str) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let out = Command::new(tansu_bin().unwrap())
-            .args([
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                "3",
-                "--broker",
-                &url,
-            ])
-            .output()
-            .expect("tansu topic create");
-        assert!(
-            out.status.success(),
-            "tansu topic create {topic}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The broker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One record read back from Kafka.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadBack {
-    pub partition: i32,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub timestamp_ms: Option<i64>,
-    pub create_time: bool,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl ReadBack {
-    pub fn header(&self, k: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| &v[..])
-    }
-}
-
-/// Reads `topic` from the beginning of every partition until `want` records arrived (or
-/// `limit` passed), then returns what was read.
-pub fn read_topic(bootstrap: &str, topic: &str, want: usize, limit: Duration) -> Vec<ReadBack> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("relay-test-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    let start = Instant::now();
-    let md = loop {
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(md)
-                if md
-                    .topics()
-                    .first()
-                    .is_some_and(|t| !t.partitions().is_empty() && t.error().is_none()) =>
-            {
-                break md
-            }
-            other => {
-                assert!(
-                    start.elapsed() < limit,
-                    "no metadata for {topic}: {other:?}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    while out.len() < want && start.elapsed() < limit {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let (ts, ct) = match m.timestamp() {
-                    rdkafka::Timestamp::CreateTime(t) => (Some(t), true),
-                    rdkafka::Timestamp::LogAppendTime(t) => (Some(t), false),
-                    rdkafka::Timestamp::NotAvailable => (None, false),
-                };
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    x.value.map(|v| v.to_vec()).unwrap_or_default(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(ReadBack {
-                    partition: m.partition(),
-                    key: m.key().map(|k| k.to_vec()),
-                    payload: m.payload().map(|p| p.to_vec()).unwrap_or_default(),
-                    timestamp_ms: ts,
-                    create_time: ct,
-                    headers,
-                });
-            }
-            Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
-        }
-    }
-    out
 }
 
 /// A sample original: distinct payload (binary bytes included), key, timestamp and headers.
@@ -350,74 +92,22 @@ pub fn assert_same_records(sent: &[OriginalRecord], got: &[ReadBack]) {
     }
 }
 
-/// A broker the scenarios can stop and bring back.
-pub trait Broker {
-    /// `host:port[,...]`.
-    fn bootstrap(&self) -> String;
-    /// Makes the broker unreachable.
-    fn stop(&mut self);
-    /// Brings it back on the same address.
-    fn start(&mut self);
-    /// Whether records written before `stop` are still there after `start`.
-    fn keeps_data(&self) -> bool;
-    /// Prepares `topic` (create it where the broker does not auto-create).
-    fn create_topic(&self, topic: &str);
-}
-
-impl Broker for Tansu {
-    fn bootstrap(&self) -> String {
-        Tansu::bootstrap(self)
-    }
-    fn stop(&mut self) {
-        Tansu::stop(self)
-    }
-    fn start(&mut self) {
-        self.restart()
-    }
-    fn keeps_data(&self) -> bool {
-        false
-    }
-    fn create_topic(&self, topic: &str) {
-        Tansu::create_topic(self, topic)
-    }
-}
-
-/// librdkafka's mock cluster (one broker, id 1).
-pub struct Mock(
-    pub rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-);
-
-impl Mock {
-    pub fn new() -> Mock {
-        init_log();
-        Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster"))
-    }
-}
-
-impl Broker for Mock {
-    fn bootstrap(&self) -> String {
-        self.0.bootstrap_servers()
-    }
-    fn stop(&mut self) {
-        self.0.broker_down(-1).unwrap()
-    }
-    fn start(&mut self) {
-        self.0.broker_up(-1).unwrap()
-    }
-    fn keeps_data(&self) -> bool {
-        true
-    }
-    fn create_topic(&self, topic: &str) {
-        self.0.create_topic(topic, 3, 1).unwrap()
-    }
-}
-
 use relay::kafka::{FlushReport, KafkaConfig, KafkaPath, KafkaRejected};
 
 const LONG: Duration = Duration::from_secs(120);
 
 fn test_config(b: &dyn Broker) -> KafkaConfig {
+    init_log();
     let mut cfg = KafkaConfig::new(b.bootstrap());
+    for (k, v) in b.properties() {
+        cfg.properties.insert(k.into(), v.into());
+    }
+    if let Ok(extra) = std::env::var("RELAY_TEST_KAFKA_PROPS") {
+        for kv in extra.split(';').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').expect("k=v;k=v");
+            cfg.properties.insert(k.into(), v.into());
+        }
+    }
     for (k, v) in [
         ("linger.ms", "5"),
         ("reconnect.backoff.max.ms", "500"),
@@ -431,12 +121,29 @@ fn test_config(b: &dyn Broker) -> KafkaConfig {
 /// Sends `n` records from `threads` threads, waits for every delivery report, shuts down, reads
 /// the topic back and compares. Returns the flush report.
 pub fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> FlushReport {
+    roundtrip_with(b, topic, n, threads, 1)
+}
+
+/// [`roundtrip`] with `producer_threads` producer threads.
+pub fn roundtrip_with(
+    b: &dyn Broker,
+    topic: &str,
+    n: usize,
+    threads: usize,
+    producer_threads: usize,
+) -> FlushReport {
     b.create_topic(topic);
     let topic: Arc<str> = topic.into();
-    let path = KafkaPath::start(&test_config(b)).expect("start");
+    let mut cfg = test_config(b);
+    cfg.producer_threads = producer_threads;
+    let path = KafkaPath::start(&cfg).expect("start");
     let sent: Vec<OriginalRecord> = (0..n).map(|i| sample(&topic, i)).collect();
+    let stats = path.stats();
+    // Warm-up: connection, metadata and producer id first, so the latency below is steady state.
+    path.sender().try_send(sent[0].clone()).unwrap();
+    wait_for("the first delivery", LONG, || stats.delivered_total() == 1);
     std::thread::scope(|s| {
-        for chunk in sent.chunks(n.div_ceil(threads)) {
+        for chunk in sent[1..].chunks((n - 1).div_ceil(threads)) {
             let tx = path.sender();
             s.spawn(move || {
                 for r in chunk {
@@ -445,7 +152,6 @@ pub fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> Flush
             });
         }
     });
-    let stats = path.stats();
     wait_for("every delivery report", LONG, || {
         stats.delivered_total() + stats.failed_total() == n as u64
     });
@@ -463,6 +169,18 @@ pub fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> Flush
     assert_eq!(t.len(), 1);
     assert_eq!((t[0].enqueued, t[0].delivered), (n as u64, n as u64));
     assert_eq!(t[0].latency.count, n as u64);
+    let l = &t[0].latency;
+    let p50 = l
+        .cumulative
+        .iter()
+        .position(|c| *c * 2 >= l.count)
+        .map(|i| relay::kafka::BUCKETS[i]);
+    eprintln!(
+        "delivery latency (burst after warm-up): mean {:.1} ms, p50 <= {:?} s over {} records",
+        l.sum_seconds * 1000.0 / l.count as f64,
+        p50,
+        l.count
+    );
     assert!(t[0].failed.iter().all(|(_, c)| *c == 0));
     let got = read_topic(&b.bootstrap(), &topic, n, LONG);
     assert_same_records(&sent, &got);

@@ -1,0 +1,366 @@
+//! PII scrubbing through the running relay, black box: the upstream receives only pseudonyms
+//! (body, query parameters and headers named in the policy) and `X-Relay-Key-Id`; NDJSON keeps
+//! its lines; bodies that cannot be scrubbed get a 4xx with a machine-readable reason and the
+//! upstream receives nothing; `relay scrub` prints exactly what the upstream received.
+
+use std::path::Path;
+use std::process::Command;
+
+use relay_e2e::*;
+
+const KEY: &str = "e2e-pii-key-0123456789abcdef-0123456789abcdef";
+
+/// A config with route `logs` (`/v1/logs`, policy `default`, HMAC key `k1`) and an admin port.
+fn scrub_config(engine: &str, upstream: std::net::SocketAddr, key_file: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+io_engine = "{engine}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[upstreams]]
+name = "tracking"
+nodes = ["{upstream}"]
+connect_timeout_ms = 1000
+read_timeout_ms = 1500
+
+[[routes]]
+name = "logs"
+path = "/v1/logs"
+methods = ["POST"]
+upstream = "tracking"
+pii = "default"
+
+[pii.default]
+fields = ["user_id", "device_id", "order_no"]
+paths = ["user.id", "events[].device.id"]
+query_params = ["uid"]
+headers = ["x-device-id"]
+hash = "hmac-sha256"
+key_file = "{}"
+key_id = "k1"
+"#,
+        key_file.display()
+    )
+}
+
+struct Setup {
+    up: StubUpstream,
+    relay: Relay,
+    _keys: tempfile::TempDir,
+}
+
+fn setup(engine: &str) -> Setup {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("pii.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&scrub_config(engine, up.addr, &key_file));
+    assert_eq!(relay.io_engine, engine, "{}", relay.log());
+    Setup {
+        up,
+        relay,
+        _keys: keys,
+    }
+}
+
+fn send(relay: &Relay, target: &str, headers: &str, body: &[u8]) -> Response {
+    let mut c = Client::connect(relay.addr);
+    c.send(
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: relay\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(body);
+    c.recv().expect("a response")
+}
+
+fn is_pseudonym(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The pseudonym relay gives `value`, learned through the query string (`uid=value`).
+fn pseudonym_via_query(s: &Setup, value: &str) -> String {
+    let before = s.up.count();
+    let r = send(
+        &s.relay,
+        &format!("/v1/logs?uid={value}"),
+        "Content-Type: application/json\r\n",
+        b"{}",
+    );
+    assert_eq!(r.status, 200);
+    let got = s.up.requests()[before].target.clone();
+    got.strip_prefix("/v1/logs?uid=").unwrap().to_string()
+}
+
+const BODY: &str = "{\n  \"event\": \"purchase\",\n  \"user_id\": \"alice-5f1e\",\n  \
+    \"user\": {\"id\": \"alice-5f1e\", \"name\": \"kept\"},\n  \
+    \"events\": [ {\"device\": {\"id\": \"dev-77ab\", \"os\": \"ios\"}}, {\"device\": {\"id\": \"dev-77ab\"}} ],\n  \
+    \"order_no\": 987654321,\n  \"n\": null\n}\n";
+
+fn upstream_receives_only_pseudonyms(engine: &str) {
+    let s = setup(engine);
+    let r = send(
+        &s.relay,
+        "/v1/logs?x=1&uid=alice-5f1e&y=%20",
+        "Content-Type: application/json; charset=utf-8\r\nX-Device-Id: dev-77ab\r\nX-Other: stays\r\n",
+        BODY.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", s.relay.log());
+    let got = s.up.requests().pop().unwrap();
+    let body = String::from_utf8(got.body.clone()).unwrap();
+    for raw in ["alice-5f1e", "dev-77ab", "987654321"] {
+        assert!(!body.contains(raw), "{raw} leaked in the body: {body}");
+        assert!(!got.target.contains(raw), "{raw} leaked in the query");
+        for (n, v) in &got.headers {
+            assert!(!v.contains(raw), "{raw} leaked in header {n}");
+        }
+    }
+    assert_eq!(got.header("x-relay-key-id"), Some("k1"));
+    assert_eq!(got.header("x-other"), Some("stays"));
+    // The query keeps its order and other parameters; the header and query pseudonyms are the
+    // ones the body carries for the same values.
+    let q = got.target.strip_prefix("/v1/logs?").unwrap();
+    let parts: Vec<&str> = q.split('&').collect();
+    assert_eq!((parts[0], parts[2]), ("x=1", "y=%20"));
+    let uid = parts[1].strip_prefix("uid=").unwrap();
+    assert!(is_pseudonym(uid));
+    let dev = got.header("x-device-id").unwrap();
+    assert!(is_pseudonym(dev) && dev != uid);
+    let order = pseudonym_via_query(&s, "987654321");
+    // Byte for byte: the input with only the PII values replaced; formatting kept.
+    let want = BODY
+        .replace("\"alice-5f1e\"", &format!("\"{uid}\""))
+        .replace("\"dev-77ab\"", &format!("\"{dev}\""))
+        .replace("987654321", &format!("\"{order}\""));
+    assert_eq!(body, want);
+    assert_eq!(
+        s.relay
+            .metric("relay_pii_fields_hashed_total{route=\"logs\"}"),
+        // 5 body values (null is not one) and the header; the proxy does not count query values.
+        6.0
+    );
+}
+
+fn ndjson_keeps_its_lines(engine: &str) {
+    let s = setup(engine);
+    let body = "{\"user_id\":\"bob-1\",\"a\":1}\n\n{\"b\":2, \"device_id\" : \"dev-2\"}\r\n{\"user_id\":\"bob-1\"}\n";
+    let r = send(
+        &s.relay,
+        "/v1/logs",
+        "Content-Type: application/x-ndjson\r\n",
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", s.relay.log());
+    let got = String::from_utf8(s.up.requests().pop().unwrap().body).unwrap();
+    let bob = pseudonym_via_query(&s, "bob-1");
+    let dev = pseudonym_via_query(&s, "dev-2");
+    let want = body
+        .replace("\"bob-1\"", &format!("\"{bob}\""))
+        .replace("\"dev-2\"", &format!("\"{dev}\""));
+    assert_eq!(got, want);
+    assert_eq!(got.split('\n').count(), body.split('\n').count());
+}
+
+fn unscrubbable_bodies_are_refused_and_never_forwarded(engine: &str) {
+    let s = setup(engine);
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let cases: Vec<(&str, &[u8], u16, &str)> = vec![
+        (
+            "Content-Type: application/json\r\n",
+            b"{\"user_id\":\"carol-9\"",
+            400,
+            "invalid_json",
+        ),
+        (
+            "Content-Type: application/json\r\n",
+            b"{\"user_id\":\"carol-9\",}",
+            400,
+            "invalid_json",
+        ),
+        (
+            "Content-Type: application/json\r\n",
+            b"{\"user_id\":\"\xff\"}",
+            400,
+            "invalid_utf8",
+        ),
+        (
+            "Content-Type: application/json\r\n",
+            deep.as_bytes(),
+            400,
+            "too_deep",
+        ),
+        (
+            "Content-Type: application/x-ndjson\r\n",
+            b"{\"user_id\":1}\n{oops}\n",
+            400,
+            "invalid_json",
+        ),
+        (
+            "Content-Type: text/plain\r\n",
+            b"{\"user_id\":\"carol-9\"}",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+            b"{\"user_id\":\"carol-9\"}",
+            415,
+            "unsupported_content_encoding",
+        ),
+        (
+            "Content-Type: application/json\r\n",
+            b"  \n ",
+            400,
+            "empty_body",
+        ),
+    ];
+    for (headers, body, status, code) in &cases {
+        let r = send(&s.relay, "/v1/logs?uid=carol-9", headers, body);
+        assert_eq!(
+            r.status,
+            *status,
+            "{code}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_eq!(v["error"], *code);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("carol-9"),
+            "the error echoes PII"
+        );
+    }
+    assert_eq!(
+        s.up.count(),
+        0,
+        "nothing of a refused request reaches the upstream"
+    );
+    for (code, n) in [
+        ("invalid_json", 3.0),
+        ("invalid_utf8", 1.0),
+        ("too_deep", 1.0),
+        ("unsupported_media_type", 1.0),
+        ("unsupported_content_encoding", 1.0),
+        ("empty_body", 1.0),
+    ] {
+        assert_eq!(
+            s.relay.metric(&format!(
+                "relay_rejected_requests_total{{reason=\"{code}\"}}"
+            )),
+            n,
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn upstream_receives_only_pseudonyms_io_uring() {
+    upstream_receives_only_pseudonyms("io_uring");
+}
+#[test]
+fn upstream_receives_only_pseudonyms_epoll() {
+    upstream_receives_only_pseudonyms("epoll");
+}
+#[test]
+fn ndjson_keeps_its_lines_io_uring() {
+    ndjson_keeps_its_lines("io_uring");
+}
+#[test]
+fn ndjson_keeps_its_lines_epoll() {
+    ndjson_keeps_its_lines("epoll");
+}
+#[test]
+fn unscrubbable_bodies_are_refused_io_uring() {
+    unscrubbable_bodies_are_refused_and_never_forwarded("io_uring");
+}
+#[test]
+fn unscrubbable_bodies_are_refused_epoll() {
+    unscrubbable_bodies_are_refused_and_never_forwarded("epoll");
+}
+
+/// `relay scrub --config FILE --route NAME FILE` prints exactly what the upstream received.
+#[test]
+fn relay_scrub_prints_what_the_upstream_receives() {
+    let s = setup("epoll");
+    let fixtures: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", BODY.as_bytes().to_vec()),
+        (
+            "application/x-ndjson",
+            b"{\"user_id\":\"d-1\"}\n\n{\"events\":[{\"device\":{\"id\":[1,{\"a\" : 2}]}}]}\n"
+                .to_vec(),
+        ),
+        (
+            "application/json",
+            br#"[{"user":{"id":"\u0065ve"}},{"order_no":{"x":true}}]"#.to_vec(),
+        ),
+    ];
+    for (i, (ct, body)) in fixtures.iter().enumerate() {
+        let r = send(
+            &s.relay,
+            "/v1/logs",
+            &format!("Content-Type: {ct}\r\n"),
+            body,
+        );
+        assert_eq!(r.status, 200);
+        let received = s.up.requests().pop().unwrap().body;
+        let file = s.relay.dir.path().join(format!("fixture{i}.json"));
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new(relay_bin())
+            .arg("scrub")
+            .arg("--config")
+            .arg(&s.relay.config_path)
+            .arg("--route")
+            .arg("logs")
+            .arg("--content-type")
+            .arg(ct)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, received, "fixture {i}");
+    }
+    // Standard input (`-`) gives the same bytes.
+    let mut child = Command::new(relay_bin())
+        .args(["scrub", "--route", "logs", "--config"])
+        .arg(&s.relay.config_path)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), BODY.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r = send(
+        &s.relay,
+        "/v1/logs",
+        "Content-Type: application/json\r\n",
+        BODY.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(out.stdout, s.up.requests().pop().unwrap().body);
+    // A body the proxy would refuse: non-zero exit with the reason, nothing on stdout.
+    let file = s.relay.dir.path().join("bad.json");
+    std::fs::write(&file, b"{\"user_id\":").unwrap();
+    let out = Command::new(relay_bin())
+        .args(["scrub", "--route", "logs", "--config"])
+        .arg(&s.relay.config_path)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_json"));
+}
