@@ -210,7 +210,8 @@ pub(crate) fn run(
                 Some(q) => {
                     // librdkafka's queue is full: serve delivery reports, then retry this one.
                     held = Some(q);
-                    producer.poll(Duration::from_millis(10));
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_millis(2));
                     break;
                 }
             }
@@ -232,8 +233,15 @@ pub(crate) fn run(
             continue;
         }
         if producer.in_flight_count() > 0 {
-            // Serves delivery reports for `inflight_poll` (blocking on librdkafka's queue).
-            producer.poll(inflight_poll);
+            // Delivery reports are pending: serve them every `inflight_poll`, sleeping in between
+            // (a `try_send` wakes the thread at once). Not `poll(inflight_poll)`: rdkafka's poll
+            // loops until its deadline and, once less than a millisecond remains, spins on a
+            // zero-timeout poll and the clock (seen as most of the thread's CPU in a profile).
+            sleeper.sleeping.store(true, SeqCst);
+            if shared.queue.is_empty() && !shared.closing.load(SeqCst) {
+                std::thread::park_timeout(inflight_poll);
+            }
+            sleeper.sleeping.store(false, SeqCst);
             inflight_poll = (inflight_poll * 2).min(INFLIGHT_POLL.1);
             continue;
         }
