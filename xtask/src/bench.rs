@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// A few seconds at a low rate, to keep the lab from rotting (run by `cargo xtask test`).
     #[arg(long)]
     pub smoke: bool,
+    /// Skip the connection-storm scenario (XDP admission on vs off, in network namespaces;
+    /// needs root). It runs after the sweep unless `--smoke` or this flag is given.
+    #[arg(long)]
+    pub no_storm: bool,
     /// Open-loop target rates to sweep, in requests/s (the sweep stops after the first
     /// saturated step).
     #[arg(
@@ -100,6 +104,7 @@ impl Default for BenchArgs {
             no_build: false,
             nice: 0,
             rt: false,
+            no_storm: false,
         }
     }
 }
@@ -295,7 +300,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    let storm = !args.smoke && !args.no_storm;
     if !args.no_build {
+        if storm {
+            // The storm compares XDP admission on and off: embed the program into relay.
+            crate::ebpf::build()?;
+        }
         crate::run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .current_dir(&root)
@@ -401,7 +411,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.rt {
         note.push_str("; relay as SCHED_FIFO 1 (`--rt`)");
     }
-    let md = markdown(&report, &note, use_taskset);
+    let mut md = markdown(&report, &note, use_taskset);
+    if storm {
+        md.push_str(&connection_storm(&bin, &out));
+    }
     std::fs::write(out.join("report.md"), &md)?;
     println!("{md}");
     eprintln!(
@@ -409,6 +422,47 @@ pub fn run(args: BenchArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// The connection-storm scenario (issue 6): a storm of new connections from one namespace host
+/// while steady keep-alive clients on another run at a fixed rate; established clients' success
+/// and p99 with admission off, user-space shedding, and XDP. Needs root (network namespaces,
+/// XDP); otherwise the section says why it is missing.
+fn connection_storm(bin: &std::path::Path, out: &std::path::Path) -> String {
+    let mut md =
+        String::from("\n## Connection storm: established clients with admission off vs on\n\n");
+    if sh("id -u").trim() != "0" {
+        md.push_str("Not run: needs root (network namespaces and XDP).\n");
+        return md;
+    }
+    let cmd = format!(
+        "{} lab --relay {} --duration-s 10 --storm-threads 400",
+        bin.join("conn-storm").display(),
+        bin.join("relay").display()
+    );
+    eprintln!("xtask bench: $ {cmd}");
+    match Command::new(bin.join("conn-storm"))
+        .args(["lab", "--relay"])
+        .arg(bin.join("relay"))
+        .args(["--duration-s", "10", "--storm-threads", "400"])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let table = String::from_utf8_lossy(&o.stdout).to_string();
+            let _ = std::fs::write(out.join("storm.md"), &table);
+            md.push_str(&format!("Command: `{cmd}`\n\n{table}\n"));
+        }
+        Ok(o) => md.push_str(&format!(
+            "conn-storm failed ({}): {}\n",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(e) => md.push_str(&format!("cannot run conn-storm: {e}\n")),
+    }
+    md
 }
 
 /// What relay does with each request in a scenario.
