@@ -212,7 +212,9 @@ fn metrics_reconcile_with_known_outcomes() {
         ),
         1.0
     );
-    assert!(get(&m, "process_cpu_seconds_total", &[]) > 0.0);
+    // Present (CPU time is counted in clock ticks, so a quiet run may still read 0).
+    assert!(get(&m, "process_cpu_seconds_total", &[]) >= 0.0);
+    assert!(get(&m, "process_resident_memory_bytes", &[]) > 0.0);
 
     // Upstream failures are counted by status.
     let dead = dead_addr();
