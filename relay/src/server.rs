@@ -144,24 +144,13 @@ async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worke
                 }
                 while buf.len() < n {
                     let want = (n - buf.len()).min(256 * 1024);
-                    match read_until(&mut stream, std::mem::take(&mut buf), body_deadline, want)
-                        .await
-                    {
-                        Read::Data(b) => buf = b,
-                        Read::Timeout => {
-                            reject(
-                                &mut stream,
-                                worker,
-                                out,
-                                &RequestError::BodyTimeout(body_timeout),
-                                None,
-                            )
-                            .await;
-                            return;
-                        }
-                        _ => {
-                            worker.metrics.rejected(worker.index, "incomplete_body");
-                            return;
+                    let more =
+                        read_body(&mut stream, std::mem::take(&mut buf), body_deadline, want);
+                    match more.await {
+                        Ok(b) => buf = b,
+                        Err(timed_out) => {
+                            return body_failed(&mut stream, worker, out, timed_out, body_timeout)
+                                .await
                         }
                     }
                 }
@@ -197,29 +186,17 @@ async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worke
                     if dec.is_done() {
                         break;
                     }
-                    match read_until(
+                    let more = read_body(
                         &mut stream,
                         std::mem::take(&mut buf),
                         body_deadline,
                         16 * 1024,
-                    )
-                    .await
-                    {
-                        Read::Data(b) => buf = b,
-                        Read::Timeout => {
-                            reject(
-                                &mut stream,
-                                worker,
-                                out,
-                                &RequestError::BodyTimeout(body_timeout),
-                                None,
-                            )
-                            .await;
-                            return;
-                        }
-                        _ => {
-                            worker.metrics.rejected(worker.index, "incomplete_body");
-                            return;
+                    );
+                    match more.await {
+                        Ok(b) => buf = b,
+                        Err(timed_out) => {
+                            return body_failed(&mut stream, worker, out, timed_out, body_timeout)
+                                .await
                         }
                     }
                 }
@@ -297,6 +274,37 @@ async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worke
             linger_close(stream).await;
             return;
         }
+    }
+}
+
+/// Reads more of a body before `deadline`: the grown buffer, or `Err(true)` on the deadline and
+/// `Err(false)` when the client closed (or broke) the connection mid-body.
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    min_spare: usize,
+) -> Result<Vec<u8>, bool> {
+    match read_until(stream, buf, deadline, min_spare).await {
+        Read::Data(b) => Ok(b),
+        Read::Timeout => Err(true),
+        Read::Eof | Read::Shutdown => Err(false),
+    }
+}
+
+/// Ends a connection whose body did not arrive: 408 after the deadline; a client that went away
+/// mid-body is only counted (nobody is left to answer).
+async fn body_failed(
+    stream: &mut TcpStream,
+    worker: &Worker,
+    out: Vec<u8>,
+    timed_out: bool,
+    limit: Duration,
+) {
+    if timed_out {
+        reject(stream, worker, out, &RequestError::BodyTimeout(limit), None).await;
+    } else {
+        worker.metrics.rejected(worker.index, "incomplete_body");
     }
 }
 
