@@ -6,36 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use relay_e2e::{relay_bin, workspace_root};
-
-/// The metric names relay's admin `/metrics` publishes (issue 7's list).
-const RELAY_METRICS: &[&str] = &[
-    "relay_requests_total",
-    "relay_request_duration_seconds",
-    "relay_upstream_duration_seconds",
-    "relay_bytes_received_total",
-    "relay_bytes_sent_total",
-    "relay_rejected_requests_total",
-    "relay_pii_fields_hashed_total",
-    "relay_kafka_queue_depth",
-    "relay_kafka_queue_capacity",
-    "relay_kafka_records_enqueued_total",
-    "relay_kafka_records_delivered_total",
-    "relay_kafka_records_failed_total",
-    "relay_kafka_delivery_duration_seconds",
-    "relay_upstream_connections_open",
-    "relay_upstream_connections_reused_total",
-    "relay_upstream_connections_created_total",
-    "relay_upstream_retries_total",
-    "relay_upstream_errors_total",
-    "relay_admission_shed_level_ratio",
-    "relay_admission_dropped_total",
-    "relay_build_info",
-    "relay_config_reloads_total",
-    "relay_config_info",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-];
+use relay_e2e::{relay_bin, workspace_root, REQUIRED_METRICS};
 
 /// Histograms: queried through their `_bucket`, `_sum` and `_count` series.
 const HISTOGRAMS: &[&str] = &[
@@ -102,7 +73,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 fn allowed(name: &str) -> bool {
-    RELAY_METRICS.contains(&name)
+    REQUIRED_METRICS.contains(&name)
         || EXTERNAL.contains(&name)
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]
@@ -150,7 +121,7 @@ fn dashboard_queries_only_published_metrics_and_has_the_seed_panels() {
             used.insert(name);
         }
     }
-    for m in RELAY_METRICS {
+    for m in REQUIRED_METRICS {
         let hit = used.iter().any(|u| {
             u == m || u.strip_suffix("_bucket") == Some(m) || u.strip_suffix("_sum") == Some(m)
         });

@@ -441,35 +441,6 @@ fn access_log_is_off_by_default_and_sampled_when_on() {
     assert!(!relay.log().contains("relay::access"));
 }
 
-/// Every metric family issue 7 requires, by name.
-const REQUIRED_METRICS: &[&str] = &[
-    "relay_requests_total",
-    "relay_request_duration_seconds",
-    "relay_upstream_duration_seconds",
-    "relay_bytes_received_total",
-    "relay_bytes_sent_total",
-    "relay_rejected_requests_total",
-    "relay_pii_fields_hashed_total",
-    "relay_kafka_queue_depth",
-    "relay_kafka_queue_capacity",
-    "relay_kafka_records_enqueued_total",
-    "relay_kafka_records_delivered_total",
-    "relay_kafka_records_failed_total",
-    "relay_kafka_delivery_duration_seconds",
-    "relay_upstream_connections_open",
-    "relay_upstream_connections_reused_total",
-    "relay_upstream_connections_created_total",
-    "relay_upstream_retries_total",
-    "relay_upstream_errors_total",
-    "relay_admission_shed_level_ratio",
-    "relay_admission_dropped_total",
-    "relay_build_info",
-    "relay_config_reloads_total",
-    "relay_config_info",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-];
-
 #[test]
 fn every_required_metric_family_is_exposed_with_type_and_help() {
     let up = StubUpstream::start(Behavior::default());
