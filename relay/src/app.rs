@@ -13,7 +13,7 @@ use crate::admin::{self, AdminHooks};
 use crate::config::Config;
 use crate::cpu_quota;
 use crate::kafka::{KafkaPath, KafkaStats};
-use crate::metrics::{esc, family, Metrics};
+use crate::metrics::{esc, family, histogram_series, Metrics};
 use crate::runtime::{self, Shared};
 use crate::service;
 use crate::state::{ConfigHub, Snapshot};
@@ -79,7 +79,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         Some(k) => match KafkaPath::start(k) {
             Ok(p) => {
                 let stats = p.stats();
-                metrics.add_renderer(Box::new(move |out| render_kafka(out, &stats)));
+                metrics.add_renderer(Box::new(move |out| render_kafka(out, Some(&stats))));
                 Some(p)
             }
             Err(e) => {
@@ -89,7 +89,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             }
         },
         None => {
-            metrics.add_renderer(Box::new(render_kafka_absent));
+            metrics.add_renderer(Box::new(|out| render_kafka(out, None)));
             None
         }
     };
@@ -309,7 +309,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     code
 }
 
-fn render_kafka(out: &mut String, stats: &KafkaStats) {
+/// The Kafka path's metric families. Without `[kafka]` (`None`) the families still exist,
+/// with zero depth and capacity and no per-topic series, so dashboards and alerts resolve.
+fn render_kafka(out: &mut String, stats: Option<&KafkaStats>) {
     use std::fmt::Write as _;
     family(
         out,
@@ -317,15 +319,23 @@ fn render_kafka(out: &mut String, stats: &KafkaStats) {
         "gauge",
         "Originals accepted and not yet acknowledged by Kafka.",
     );
-    let _ = writeln!(out, "relay_kafka_queue_depth {}", stats.depth());
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_depth {}",
+        stats.map_or(0, |s| s.depth())
+    );
     family(
         out,
         "relay_kafka_queue_capacity",
         "gauge",
-        "Capacity of the Kafka path, records.",
+        "Capacity of the Kafka path, records (0 without [kafka]).",
     );
-    let _ = writeln!(out, "relay_kafka_queue_capacity {}", stats.capacity());
-    let topics = stats.topics();
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_capacity {}",
+        stats.map_or(0, |s| s.capacity())
+    );
+    let topics = stats.map(|s| s.topics()).unwrap_or_default();
     family(
         out,
         "relay_kafka_records_enqueued_total",
@@ -376,74 +386,19 @@ fn render_kafka(out: &mut String, stats: &KafkaStats) {
         "histogram",
         "Time from queueing an original to its delivery report, by topic.",
     );
-    for t in &topics {
-        let labels = format!("topic=\"{}\"", esc(&t.topic));
-        for (i, bound) in stats.buckets().iter().enumerate() {
-            let _ = writeln!(
+    if let Some(stats) = stats {
+        for t in &topics {
+            histogram_series(
                 out,
-                "relay_kafka_delivery_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
-                t.latency.cumulative[i]
+                "relay_kafka_delivery_duration_seconds",
+                &format!("topic=\"{}\"", esc(&t.topic)),
+                stats.buckets(),
+                &t.latency.cumulative,
+                t.latency.sum_seconds,
+                t.latency.count,
             );
         }
-        let _ = writeln!(
-            out,
-            "relay_kafka_delivery_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            t.latency.count
-        );
-        let _ = writeln!(
-            out,
-            "relay_kafka_delivery_duration_seconds_sum{{{labels}}} {}",
-            t.latency.sum_seconds
-        );
-        let _ = writeln!(
-            out,
-            "relay_kafka_delivery_duration_seconds_count{{{labels}}} {}",
-            t.latency.count
-        );
     }
-}
-
-fn render_kafka_absent(out: &mut String) {
-    use std::fmt::Write as _;
-    family(
-        out,
-        "relay_kafka_queue_depth",
-        "gauge",
-        "Originals accepted and not yet acknowledged by Kafka.",
-    );
-    let _ = writeln!(out, "relay_kafka_queue_depth 0");
-    family(
-        out,
-        "relay_kafka_queue_capacity",
-        "gauge",
-        "Capacity of the Kafka path, records (0: no [kafka]).",
-    );
-    let _ = writeln!(out, "relay_kafka_queue_capacity 0");
-    // The per-topic families exist (with no series) so dashboards and alerts resolve.
-    family(
-        out,
-        "relay_kafka_records_enqueued_total",
-        "counter",
-        "Originals queued for Kafka, by topic.",
-    );
-    family(
-        out,
-        "relay_kafka_records_delivered_total",
-        "counter",
-        "Originals acknowledged by Kafka, by topic.",
-    );
-    family(
-        out,
-        "relay_kafka_records_failed_total",
-        "counter",
-        "Originals whose delivery failed, by topic and reason.",
-    );
-    family(
-        out,
-        "relay_kafka_delivery_duration_seconds",
-        "histogram",
-        "Time from queueing an original to its delivery report, by topic.",
-    );
 }
 
 /// Re-reads the config file and publishes it to every worker when it is valid as a whole.

@@ -624,10 +624,29 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Writes one histogram's `_bucket`, `_sum` and `_count` lines with `labels` (no braces).
 pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let (b, sum, count) = h.snapshot();
+    let cumulative: Vec<u64> = b
+        .iter()
+        .scan(0, |acc, n| {
+            *acc += n;
+            Some(*acc)
+        })
+        .collect();
+    histogram_series(out, name, labels, h.bounds, &cumulative, sum, count);
+}
+
+/// Writes a histogram's series from its bucket bounds (seconds), the cumulative count at each
+/// bound, the sum (seconds) and the count (the `+Inf` bucket).
+pub fn histogram_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    cumulative: &[u64],
+    sum: f64,
+    count: u64,
+) {
     let sep = if labels.is_empty() { "" } else { "," };
-    let mut cum = 0;
-    for (i, bound) in h.bounds.iter().enumerate() {
-        cum += b[i];
+    for (bound, cum) in bounds.iter().zip(cumulative) {
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cum}");
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
