@@ -119,7 +119,7 @@ fn serve(mut conn: TcpStream, hooks: &AdminHooks) -> std::io::Result<()> {
 fn respond(conn: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        crate::http::response::reason(status),
+        crate::reply::reason(status),
         body.len()
     );
     conn.write_all(head.as_bytes())?;

@@ -85,6 +85,18 @@ pub struct ServerConfig {
     /// Default 0.
     #[serde(default)]
     pub max_requests_per_connection: u64,
+    /// Most open client connections per worker; a connection over it is closed at accept and
+    /// counted in `relay_connections_refused_total{reason="max_connections"}`. Default 16384.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Longest chunk-size line of a chunked request body (size + extensions), in bytes; longer
+    /// gets 400 `chunk_line_too_large`. Default 4096.
+    #[serde(default = "defaults::max_chunk_line_bytes")]
+    pub max_chunk_line_bytes: usize,
+    /// Largest trailer section of a chunked request body, in bytes; larger gets 400
+    /// `trailer_too_large`. Default 16384.
+    #[serde(default = "defaults::max_trailer_bytes")]
+    pub max_trailer_bytes: usize,
 }
 
 /// Worker count: `"auto"` or an explicit number.
@@ -146,6 +158,20 @@ pub enum IoEngine {
 pub struct AdminConfig {
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, `POST /reload`).
     pub listen: SocketAddr,
+    /// File holding the bearer token every admin endpoint but `/healthz` requires
+    /// (`Authorization: Bearer <token>`); surrounding whitespace is ignored. Default: none.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback `listen` without `token_file`. Default false: `relay check` refuses it.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Most admin connections served at once; more are closed at accept. Default 16.
+    #[serde(default = "defaults::admin_max_connections")]
+    pub max_connections: usize,
+    /// Deadline for a whole admin request (head read through response written), in ms.
+    /// Default 5000.
+    #[serde(default = "defaults::admin_request_timeout_ms")]
+    pub request_timeout_ms: u64,
 }
 
 /// `[log]`: logging.
@@ -222,9 +248,21 @@ pub struct UpstreamConfig {
     /// Deadline to write the whole request upstream, in ms; 504. Default 5000.
     #[serde(default = "defaults::write_timeout_ms")]
     pub write_timeout_ms: u64,
-    /// Deadline for the upstream's response (between reads), in ms; 504. Default 10000.
+    /// Deadline between two reads of the upstream's response, in ms; 504. Default 10000.
     #[serde(default = "defaults::read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Deadline for the whole response (request written through last body byte), in ms; 504.
+    /// Default 30000.
+    #[serde(default = "defaults::response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Most connections per node per worker, idle and busy together. A request that finds every
+    /// one busy waits up to `queue_timeout_ms` for one, then gets 503 `upstream_busy`.
+    /// Default 256.
+    #[serde(default = "defaults::upstream_max_connections")]
+    pub max_connections: usize,
+    /// How long a request waits for a free upstream connection, in ms. Default 1000.
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
     /// Idle keep-alive connections kept per node per worker. Default 64.
     #[serde(default = "defaults::max_idle_per_node")]
     pub max_idle_per_node: usize,
@@ -356,6 +394,38 @@ pub mod defaults {
     pub fn max_response_bytes() -> usize {
         16 * 1024 * 1024
     }
+    /// 30 s.
+    pub fn response_timeout_ms() -> u64 {
+        30_000
+    }
+    /// 256 connections per node per worker.
+    pub fn upstream_max_connections() -> usize {
+        256
+    }
+    /// 1 s.
+    pub fn queue_timeout_ms() -> u64 {
+        1_000
+    }
+    /// 16384 client connections per worker.
+    pub fn max_connections() -> usize {
+        16_384
+    }
+    /// 4 KiB.
+    pub fn max_chunk_line_bytes() -> usize {
+        4096
+    }
+    /// 16 KiB.
+    pub fn max_trailer_bytes() -> usize {
+        16 * 1024
+    }
+    /// 16 admin connections.
+    pub fn admin_max_connections() -> usize {
+        16
+    }
+    /// 5 s.
+    pub fn admin_request_timeout_ms() -> u64 {
+        5_000
+    }
 }
 
 /// One validation problem: the field and what is wrong with it, including what to do.
@@ -452,6 +522,11 @@ impl Config {
         for p in self.pii.values_mut() {
             p.resolve_paths(base);
         }
+        if let Some(t) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+            if t.is_relative() {
+                *t = base.join(&*t);
+            }
+        }
         if let Some(a) = &mut self.admission {
             if let Some(o) = &mut a.object_path {
                 if o.is_relative() {
@@ -472,6 +547,32 @@ impl Config {
         }
         if s.max_headers == 0 {
             p.push("server.max_headers", "must be at least 1");
+        }
+        for (field, v) in [
+            ("server.max_connections", s.max_connections),
+            ("server.max_chunk_line_bytes", s.max_chunk_line_bytes),
+            ("server.max_trailer_bytes", s.max_trailer_bytes),
+        ] {
+            if v == 0 {
+                p.push(field, "must be at least 1");
+            }
+        }
+        if let Some(a) = &self.admin {
+            if a.token_file.is_none() && !a.listen.ip().is_loopback() && !a.allow_unauthenticated {
+                p.push(
+                    "admin.listen",
+                    format!(
+                        "{} is reachable from other hosts but the admin port has no token; set admin.token_file (a file holding a bearer token), listen on 127.0.0.1, or set admin.allow_unauthenticated = true",
+                        a.listen
+                    ),
+                );
+            }
+            if a.max_connections == 0 {
+                p.push("admin.max_connections", "must be at least 1");
+            }
+            if a.request_timeout_ms == 0 {
+                p.push("admin.request_timeout_ms", "must be more than 0 ms");
+            }
         }
         for (field, v) in [
             ("server.header_timeout_ms", s.header_timeout_ms),
@@ -519,10 +620,15 @@ impl Config {
                 ("connect_timeout_ms", u.connect_timeout_ms),
                 ("write_timeout_ms", u.write_timeout_ms),
                 ("read_timeout_ms", u.read_timeout_ms),
+                ("response_timeout_ms", u.response_timeout_ms),
+                ("queue_timeout_ms", u.queue_timeout_ms),
             ] {
                 if v == 0 {
                     p.push(format!("{f}.{field}"), "must be more than 0 ms");
                 }
+            }
+            if u.max_connections == 0 {
+                p.push(format!("{f}.max_connections"), "must be at least 1");
             }
             if let Some(tls) = &u.tls {
                 if let Some(ca) = &tls.ca_file {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use relay_http::HttpError;
+
 use crate::scrub::ScrubError;
 
 /// Whose fault a failure was (a metrics label and a log field).
@@ -21,49 +23,18 @@ pub enum Fault {
 /// Everything that can stop a request short of relaying the upstream's response.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
-    /// Request line + headers larger than the limit.
-    #[error("the request line and headers are larger than {limit} bytes; send smaller headers")]
-    HeaderTooLarge {
-        /// Limit in bytes.
-        limit: usize,
-    },
-    /// More header fields than the limit.
-    #[error("the request has more than {limit} header fields; send fewer headers")]
-    TooManyHeaders {
-        /// Limit in fields.
-        limit: usize,
-    },
-    /// Body larger than the limit.
-    #[error(
-        "the request body is larger than {limit} bytes; split the batch into smaller requests"
-    )]
-    BodyTooLarge {
-        /// Limit in bytes.
-        limit: usize,
-    },
+    /// The request's framing or syntax, or a size limit (from relay-http).
+    #[error("{}", http_message(.0))]
+    Http(#[from] HttpError),
     /// The head did not arrive in time.
     #[error("the request head did not arrive within {0:?}; send the whole head promptly")]
     HeaderTimeout(Duration),
     /// The body did not arrive in time.
     #[error("the request body did not arrive within {0:?}; send the whole body promptly")]
     BodyTimeout(Duration),
-    /// The connection closed in the middle of the body.
-    #[error("the connection closed before the whole body arrived")]
-    BodyIncomplete,
-    /// Not valid HTTP/1.1 framing or syntax.
-    #[error("{detail}")]
-    Malformed {
-        /// snake_case reason.
-        code: &'static str,
-        /// What was wrong and what to do.
-        detail: String,
-    },
-    /// An `Expect` other than `100-continue`.
-    #[error("Expect: {value:?} is not supported; only 100-continue is")]
-    ExpectationFailed {
-        /// The value sent.
-        value: String,
-    },
+    /// A zero-length body on a route that scrubs a JSON body: nothing to relay.
+    #[error("the request body is empty; send at least one JSON event")]
+    EmptyBody,
     /// No route for this path (and host).
     #[error("no route matches {method} {path}; check the URL against relay's configured routes")]
     NoRoute {
@@ -132,6 +103,19 @@ pub enum RequestError {
         /// What was wrong.
         detail: String,
     },
+    /// Every connection to the upstream's node is busy and none freed within the queue timeout.
+    #[error("the upstream {upstream} has no free connection within {after:?}; retry after {retry_after_s} s")]
+    UpstreamBusy {
+        /// Upstream name.
+        upstream: String,
+        /// The queue timeout.
+        after: Duration,
+        /// Seconds for Retry-After.
+        retry_after_s: u32,
+    },
+    /// relay failed while handling the request (a bug: counted in `relay_panics_total`).
+    #[error("relay failed while handling this request; it was not forwarded, retry it")]
+    Internal,
     /// TLS handshake or certificate verification failed.
     #[error("TLS to the upstream {upstream} failed ({detail})")]
     UpstreamTls {
@@ -147,13 +131,9 @@ impl RequestError {
     pub fn status_and_code(&self) -> (u16, &'static str) {
         use RequestError::*;
         match self {
-            HeaderTooLarge { .. } => (431, "request_header_too_large"),
-            TooManyHeaders { .. } => (431, "too_many_headers"),
-            BodyTooLarge { .. } => (413, "payload_too_large"),
+            Http(e) => (http_status(e), e.code()),
             HeaderTimeout(_) | BodyTimeout(_) => (408, "request_timeout"),
-            BodyIncomplete => (400, "incomplete_body"),
-            Malformed { code, .. } => (400, code),
-            ExpectationFailed { .. } => (417, "expectation_failed"),
+            EmptyBody => (400, "empty_body"),
             NoRoute { .. } => (404, "no_route"),
             MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Scrub(e) => (e.status, e.code),
@@ -165,6 +145,8 @@ impl RequestError {
             UpstreamTimeout { .. } => (504, "upstream_timeout"),
             UpstreamBadResponse { .. } => (502, "upstream_bad_response"),
             UpstreamTls { .. } => (502, "upstream_tls"),
+            UpstreamBusy { .. } => (503, "upstream_busy"),
+            Internal => (500, "internal_error"),
         }
     }
 
@@ -176,9 +158,10 @@ impl RequestError {
             | UpstreamReset { .. }
             | UpstreamTimeout { .. }
             | UpstreamBadResponse { .. }
-            | UpstreamTls { .. } => Fault::Upstream,
+            | UpstreamTls { .. }
+            | UpstreamBusy { .. } => Fault::Upstream,
             KafkaBackpressure { .. } => Fault::Kafka,
-            Overloaded { .. } | ShuttingDown => Fault::Internal,
+            Overloaded { .. } | ShuttingDown | Internal => Fault::Internal,
             _ => Fault::Client,
         }
     }
@@ -187,7 +170,8 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             RequestError::KafkaBackpressure { retry_after_s }
-            | RequestError::Overloaded { retry_after_s } => Some(*retry_after_s),
+            | RequestError::Overloaded { retry_after_s }
+            | RequestError::UpstreamBusy { retry_after_s, .. } => Some(*retry_after_s),
             RequestError::ShuttingDown => Some(1),
             _ => None,
         }
@@ -199,15 +183,32 @@ impl RequestError {
         use RequestError::*;
         matches!(
             self,
-            HeaderTooLarge { .. }
-                | TooManyHeaders { .. }
-                | BodyTooLarge { .. }
-                | HeaderTimeout(_)
-                | BodyTimeout(_)
-                | BodyIncomplete
-                | Malformed { .. }
-                | ExpectationFailed { .. }
-                | ShuttingDown
+            Http(_) | HeaderTimeout(_) | BodyTimeout(_) | ShuttingDown | Internal
         )
     }
+}
+
+/// The status for a request refused by relay-http: 431 for heads, 413 for bodies, 417 for
+/// `Expect`, 400 for everything else.
+fn http_status(e: &HttpError) -> u16 {
+    match e {
+        HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+        HttpError::BodyTooLarge { .. } => 413,
+        HttpError::ExpectationFailed { .. } => 417,
+        _ => 400,
+    }
+}
+
+/// relay-http's description plus what the client should do about it.
+fn http_message(e: &HttpError) -> String {
+    let advice = match e {
+        HttpError::HeadTooLarge { .. } => "; send smaller headers",
+        HttpError::TooManyHeaders { .. } => "; send fewer headers",
+        HttpError::BodyTooLarge { .. } => "; split the batch into smaller requests",
+        HttpError::ChunkLineTooLarge { .. } => "; send shorter chunk extensions",
+        HttpError::TrailerTooLarge { .. } => "; send a smaller trailer section",
+        HttpError::Incomplete => "; send the whole body",
+        _ => "",
+    };
+    format!("{e}{advice}")
 }

@@ -237,6 +237,12 @@ pub const REJECT_REASONS: &[&str] = &[
     "request_timeout",
     "incomplete_body",
     "malformed_request",
+    "bare_lf",
+    "bare_cr",
+    "invalid_header_value",
+    "invalid_target",
+    "chunk_line_too_large",
+    "trailer_too_large",
     "missing_host",
     "invalid_host",
     "conflicting_framing",
@@ -261,6 +267,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "upstream_timeout",
     "upstream_bad_response",
     "upstream_tls",
+    "upstream_busy",
+    "internal_error",
     "other",
 ];
 
@@ -277,6 +285,10 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// Connections currently open on the data listeners.
     pub connections_open: Gauge,
+    /// Connections closed at accept because the worker had `max_connections` open.
+    pub connections_refused: Counter,
+    /// Panics caught while handling a connection (each ended that connection only).
+    pub panics: Counter,
     /// Requests in flight (head read, response not yet written), per worker.
     pub inflight: Gauge,
     /// Config reloads that succeeded.
@@ -303,6 +315,8 @@ impl Metrics {
                 .collect(),
             connections_accepted: Counter::new(workers),
             connections_open: Gauge::new(workers),
+            connections_refused: Counter::new(workers),
+            panics: Counter::new(workers),
             inflight: Gauge::new(workers),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -501,6 +515,24 @@ impl Metrics {
             "relay_connections_open {}",
             self.connections_open.sum()
         );
+        family(
+            &mut out,
+            "relay_connections_refused_total",
+            "counter",
+            "Client connections closed at accept, by reason.",
+        );
+        let _ = writeln!(
+            out,
+            "relay_connections_refused_total{{reason=\"max_connections\"}} {}",
+            self.connections_refused.sum()
+        );
+        family(
+            &mut out,
+            "relay_panics_total",
+            "counter",
+            "Panics caught while handling a connection; each ended that connection only.",
+        );
+        let _ = writeln!(out, "relay_panics_total {}", self.panics.sum());
         family(
             &mut out,
             "relay_requests_in_flight",

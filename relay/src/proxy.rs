@@ -1,46 +1,76 @@
-//! The phases of one accepted request, in order: route; hand the original to the Kafka path;
-//! scrub the body, query and PII headers (fail closed); build the upstream request; exchange it;
-//! relay the upstream's response. Each phase returns a [`RequestError`] to stop the request.
+//! The phases of one framed request, in order, over one [`RequestCtx`]:
+//!
+//! 1. [`route`]: find the route (404 / 405);
+//! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
+//!    scrubbed (503 `kafka_backpressure` when the path is full);
+//! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
+//! 4. [`build_upstream_request`]: encode the upstream request head and body;
+//! 5. [`exchange`]: send it upstream and read the response (502 / 503 / 504);
+//! 6. [`write_response`]: relay the upstream's response (the server writes it);
+//! 7. [`log`]: route metrics and the sampled access log.
+//!
+//! Each phase is a short function; a phase that refuses returns a [`RequestError`] and the
+//! later phases do not run.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use relay_http::encode::finish_response_head;
+use relay_http::fields::{connection_tokens, is_hop_by_hop};
+use relay_http::{RequestHead, RequestHeadEncoder};
 
 use crate::error::RequestError;
-use crate::http::request::RequestHead;
-use crate::http::{connection_tokens, is_hop_by_hop};
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
+use crate::scrub::Scrubber;
 use crate::state::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
 
-/// The outcome of a request that reached a route (for metrics).
-pub struct Handled<'v> {
-    /// The route, when one matched.
-    pub route: Option<&'v Route>,
-    /// The upstream response or why there is none.
-    pub result: Result<UpstreamResponse, RequestError>,
-    /// The request id used upstream.
+/// What the phases know about one request.
+pub struct RequestCtx<'v> {
+    /// The request id: the client's `X-Request-Id` when sane, else a new one.
     pub request_id: String,
-    /// PII values hashed.
+    /// The route, once [`route`] found it.
+    pub route: Option<&'v Route>,
+    /// The route's PII scrubber, when it has a policy.
+    pub scrubber: Option<&'v Scrubber>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the head was complete (Kafka CreateTime).
+    pub received_at: SystemTime,
+    /// PII values hashed so far (body, query and headers).
     pub fields_hashed: u64,
 }
 
-/// Finds the route for a request.
-pub fn route<'v>(view: &'v WorkerView, head: &RequestHead) -> Result<&'v Route, RequestError> {
-    view.snap
-        .routes
-        .find(head.method(), head.path(), head.host())
-        .map_err(|e| match e {
-            NoRoute::NotFound => RequestError::NoRoute {
-                method: head.method().to_string(),
-                path: head.path().to_string(),
+/// The outcome of a request (for the response and the log phase).
+pub struct Handled<'v> {
+    /// The context the phases filled in.
+    pub ctx: RequestCtx<'v>,
+    /// The upstream response or why there is none.
+    pub result: Result<UpstreamResponse, RequestError>,
+}
+
+impl Handled<'_> {
+    /// A request that failed before any phase ran (e.g. a caught panic).
+    pub fn failed(request_id: String, peer: SocketAddr, err: RequestError) -> Handled<'static> {
+        Handled {
+            ctx: RequestCtx {
+                request_id,
+                route: None,
+                scrubber: None,
+                peer,
+                received_at: SystemTime::now(),
+                fields_hashed: 0,
             },
-            NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed {
-                method: head.method().to_string(),
-                path: head.path().to_string(),
-            },
-        })
+            result: Err(err),
+        }
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.ctx.request_id
+    }
 }
 
 /// Runs every phase after framing for one request.
@@ -52,115 +82,151 @@ pub async fn handle<'v>(
     peer: SocketAddr,
     received_at: SystemTime,
 ) -> Handled<'v> {
+    #[cfg(feature = "fault-injection")]
+    if head.header("x-relay-fault") == Some(b"panic") {
+        panic!("fault injection: x-relay-fault: panic");
+    }
     let request_id = match head.header_str("x-request-id") {
         Some(id) if !id.is_empty() && id.len() <= 200 => id.to_string(),
         _ => worker.next_request_id(),
     };
-    let route = match route(view, head) {
-        Ok(r) => r,
-        Err(e) => {
-            return Handled {
-                route: None,
-                result: Err(e),
-                request_id,
-                fields_hashed: 0,
-            }
-        }
-    };
-    let mut fields_hashed = 0;
-    let result = forward(
-        worker,
-        view,
-        route,
-        head,
-        body,
+    let mut ctx = RequestCtx {
+        request_id,
+        route: None,
+        scrubber: None,
         peer,
         received_at,
-        &request_id,
-        &mut fields_hashed,
-    )
-    .await;
-    Handled {
-        route: Some(route),
-        result,
-        request_id,
-        fields_hashed,
-    }
+        fields_hashed: 0,
+    };
+    let result = run_phases(&mut ctx, worker, view, head, body).await;
+    Handled { ctx, result }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
+async fn run_phases<'v>(
+    ctx: &mut RequestCtx<'v>,
     worker: &Worker,
+    view: &'v WorkerView,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<UpstreamResponse, RequestError> {
+    let route = route(ctx, view, head)?;
+    publish_original(ctx, worker, route, head, &body)?;
+    let (body, query) = scrub(ctx, head, body)?;
+    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref());
+    drop(body);
+    exchange(view, route, head, request).await
+}
+
+/// Phase 1, first after framing: finds the route by method, path and host. Refuses 404
+/// `no_route` or 405 `method_not_allowed`.
+pub fn route<'v>(
+    ctx: &mut RequestCtx<'v>,
+    view: &'v WorkerView,
+    head: &RequestHead,
+) -> Result<&'v Route, RequestError> {
+    let route = view
+        .snap
+        .routes
+        .find(head.method(), head.path(), head.host())
+        .map_err(|e| match e {
+            NoRoute::NotFound => RequestError::NoRoute {
+                method: head.method().to_string(),
+                path: head.path().to_string(),
+            },
+            NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed {
+                method: head.method().to_string(),
+                path: head.path().to_string(),
+            },
+        })?;
+    ctx.route = Some(route);
+    ctx.scrubber = route.pii.as_ref().and_then(|p| view.scrubbers.get(p));
+    Ok(route)
+}
+
+/// Phase 2, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
+/// path when the route has a topic. Refuses 503 `kafka_backpressure` when the path is full.
+pub fn publish_original(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    head: &RequestHead,
+    body: &[u8],
+) -> Result<(), RequestError> {
+    let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
+        return Ok(());
+    };
+    let content_type = head.header_str("content-type");
+    let key = match (&route.key, ctx.scrubber) {
+        (KeySource::Field(f), Some(s)) => s.key_hash(content_type, body, f).map(String::into_bytes),
+        (KeySource::Header(h), s) => head.header(h).map(|v| match s {
+            Some(s) => s.hash_value(v).into_bytes(),
+            None => v.to_vec(),
+        }),
+        _ => None,
+    };
+    let timestamp_ms = ctx
+        .received_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let rec = OriginalRecord {
+        topic: topic.clone(),
+        key,
+        payload: body.to_vec(),
+        timestamp_ms,
+        route: route.name.clone(),
+        request_id: ctx.request_id.clone(),
+        content_type: content_type.map(str::to_string),
+        key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
+    };
+    kafka
+        .try_send(rec)
+        .map_err(|r| RequestError::KafkaBackpressure {
+            retry_after_s: r.retry_after_s,
+        })
+}
+
+/// Phase 3, after the original is handed over: scrubs the body and the query with the route's
+/// policy (headers are hashed while the upstream head is built). Fail closed: refuses 400/415
+/// for a body the policy cannot read, and 400 `empty_body` for a zero-length JSON body sent
+/// with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
+pub fn scrub(
+    ctx: &mut RequestCtx<'_>,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<(Vec<u8>, Option<String>), RequestError> {
+    let Some(s) = ctx.scrubber else {
+        return Ok((body, None));
+    };
+    let content_type = head.header_str("content-type");
+    if body.is_empty()
+        && matches!(head.method(), "POST" | "PUT" | "PATCH")
+        && content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+    {
+        return Err(RequestError::EmptyBody);
+    }
+    let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), &body)?;
+    ctx.fields_hashed += scrubbed.fields_hashed;
+    let query = head.query().and_then(|q| s.scrub_query(q));
+    Ok((scrubbed.body, query))
+}
+
+/// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
+/// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
+/// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`, then the
+/// body with its Content-Length. Refuses nothing.
+pub fn build_upstream_request(
+    ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
     route: &Route,
     head: &RequestHead,
-    body: Vec<u8>,
-    peer: SocketAddr,
-    received_at: SystemTime,
-    request_id: &str,
-    fields_hashed: &mut u64,
-) -> Result<UpstreamResponse, RequestError> {
-    let scrubber = route.pii.as_ref().and_then(|p| view.scrubbers.get(p));
-    let content_type = head.header_str("content-type");
-    let content_encoding = head.header_str("content-encoding");
-
-    // 1. The original goes to the Kafka path before anything is scrubbed.
-    if let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) {
-        let key = match (&route.key, scrubber) {
-            (KeySource::Field(f), Some(s)) => {
-                s.key_hash(content_type, &body, f).map(String::into_bytes)
-            }
-            (KeySource::Header(h), s) => head.header(h).map(|v| match s {
-                Some(s) => s.hash_value(v).into_bytes(),
-                None => v.to_vec(),
-            }),
-            _ => None,
-        };
-        let ts = received_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let rec = OriginalRecord {
-            topic: topic.clone(),
-            key,
-            payload: body.clone(),
-            timestamp_ms: ts,
-            route: route.name.clone(),
-            request_id: request_id.to_string(),
-            content_type: content_type.map(str::to_string),
-            key_id: scrubber.and_then(|s| s.key_id()).map(str::to_string),
-        };
-        kafka
-            .try_send(rec)
-            .map_err(|r| RequestError::KafkaBackpressure {
-                retry_after_s: r.retry_after_s,
-            })?;
-    }
-
-    // 2. Scrub (fail closed: an error here means nothing is forwarded).
-    let (body, query) = match scrubber {
-        Some(s) => {
-            let scrubbed = s.scrub_body(content_type, content_encoding, &body)?;
-            *fields_hashed += scrubbed.fields_hashed;
-            let q = head.query().and_then(|q| s.scrub_query(q));
-            (scrubbed.body, q)
-        }
-        None => (body, None),
-    };
-
-    // 3. The upstream request.
+    body: &[u8],
+    query: Option<&str>,
+) -> Vec<u8> {
     let upstream = &view.upstreams[route.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
-    req.extend_from_slice(head.method().as_bytes());
-    req.push(b' ');
-    req.extend_from_slice(head.path().as_bytes());
-    if let Some(q) = query.as_deref().or(head.query()) {
-        req.push(b'?');
-        req.extend_from_slice(q.as_bytes());
-    }
-    req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    req.extend_from_slice(upstream.shared.host_header.as_bytes());
-    req.extend_from_slice(b"\r\n");
+    let mut enc = RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
+    enc.header("Host", upstream.shared.host_header.as_bytes());
     let tokens = connection_tokens(head.headers());
     let mut xff: Option<&[u8]> = None;
     for (name, value) in head.headers() {
@@ -177,61 +243,102 @@ async fn forward(
             xff = Some(value);
             continue;
         }
-        req.extend_from_slice(name.as_bytes());
-        req.extend_from_slice(b": ");
-        match scrubber {
+        match ctx.scrubber {
             Some(s) if s.is_pii_header(&name.to_ascii_lowercase()) => {
-                *fields_hashed += 1;
-                req.extend_from_slice(s.hash_value(value).as_bytes())
+                ctx.fields_hashed += 1;
+                enc.header(name, s.hash_value(value).as_bytes());
             }
-            _ => req.extend_from_slice(value),
+            _ => {
+                enc.header(name, value);
+            }
         }
-        req.extend_from_slice(b"\r\n");
     }
-    req.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prev) = xff {
-        req.extend_from_slice(prev);
-        req.extend_from_slice(b", ");
+    let peer_ip = ctx.peer.ip().to_string();
+    match xff {
+        Some(prev) => enc.header_parts("X-Forwarded-For", &[prev, b", ", peer_ip.as_bytes()]),
+        None => enc.header("X-Forwarded-For", peer_ip.as_bytes()),
+    };
+    enc.header("X-Request-Id", ctx.request_id.as_bytes());
+    if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
+        enc.header("X-Relay-Key-Id", k.as_bytes());
     }
-    req.extend_from_slice(peer.ip().to_string().as_bytes());
-    req.extend_from_slice(b"\r\nX-Request-Id: ");
-    req.extend_from_slice(request_id.as_bytes());
-    req.extend_from_slice(b"\r\n");
-    if let Some(k) = scrubber.and_then(|s| s.key_id()) {
-        req.extend_from_slice(b"X-Relay-Key-Id: ");
-        req.extend_from_slice(k.as_bytes());
-        req.extend_from_slice(b"\r\n");
-    }
-    let bodyless_method = matches!(
-        head.method(),
-        "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
-    );
-    if !(body.is_empty() && bodyless_method && head.header("content-length").is_none()) {
-        req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(&body);
-    drop(body);
-
-    // 4. Exchange.
-    upstream.exchange(req, head.method() == "HEAD").await
+    let bodyless_method = matches!(head.method(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
+    let omit_length = body.is_empty() && bodyless_method && head.header("content-length").is_none();
+    enc.finish((!omit_length).then_some(body.len() as u64));
+    req.extend_from_slice(body);
+    req
 }
 
-/// Appends the relayed response (upstream status, headers and body unchanged; framing and
-/// connection handling relay's own) to `out`.
+/// Phase 5: sends the request to the route's upstream and reads its whole response. Refuses
+/// 502 (unreachable, reset, bad response, TLS), 503 `upstream_busy`, 504 (timeouts).
+pub async fn exchange(
+    view: &WorkerView,
+    route: &Route,
+    head: &RequestHead,
+    request: Vec<u8>,
+) -> Result<UpstreamResponse, RequestError> {
+    view.upstreams[route.upstream]
+        .exchange(request, head.method() == "HEAD")
+        .await
+}
+
+/// Phase 6: appends the relayed response to `out`: the upstream's status and end-to-end
+/// headers and its body unchanged; framing (`Content-Length`) and `Connection` relay's own.
+/// A 204 or 304 carries neither a body nor a Content-Length; a response to HEAD keeps the
+/// upstream's Content-Length.
 pub fn write_response(out: &mut Vec<u8>, resp: &UpstreamResponse, keep_alive: bool) {
-    out.extend_from_slice(&resp.head);
-    if resp.bodiless {
-        if let Some(cl) = resp.head_content_length {
-            out.extend_from_slice(format!("Content-Length: {cl}\r\n").as_bytes());
-        }
+    let length = if resp.status == 204 || resp.status == 304 {
+        None
+    } else if resp.bodiless {
+        resp.head_content_length
     } else {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", resp.body.len()).as_bytes());
-    }
-    out.extend_from_slice(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n"
-    } else {
-        b"Connection: close\r\n\r\n"
-    });
+        Some(resp.body.len() as u64)
+    };
+    finish_response_head(out, &resp.head, length, keep_alive);
     out.extend_from_slice(&resp.body);
+}
+
+/// What the server measured about one exchange with its client, for [`log`].
+pub struct Exchanged {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The status the client got.
+    pub status: u16,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response bytes written.
+    pub bytes_out: u64,
+    /// When the request's handling started.
+    pub started: Instant,
+}
+
+/// Phase 7, after the response was written: the route's metrics and, when sampled, one access
+/// log line. Refuses nothing.
+pub fn log(worker: &Worker, view: &WorkerView, head: &RequestHead, handled: &Handled<'_>, x: &Exchanged) {
+    let w = worker.index;
+    let elapsed = x.started.elapsed();
+    let log_cfg = &view.snap.config.log;
+    if log_cfg.access_log && worker.sample(log_cfg.access_log_sample_rate) {
+        tracing::info!(
+            target: "relay::access",
+            peer = %x.peer,
+            method = head.method(),
+            path = head.path(),
+            route = handled.ctx.route.map(|r| &*r.name).unwrap_or("-"),
+            status = x.status,
+            bytes_in = x.bytes_in,
+            bytes_out = x.bytes_out,
+            duration_us = elapsed.as_micros() as u64,
+            request_id = %handled.ctx.request_id,
+            "access"
+        );
+    }
+    if let Some(route) = handled.ctx.route {
+        let m = &view.snap.route_metrics[route.index];
+        m.status(w, x.status);
+        m.duration.observe(w, elapsed);
+        m.bytes_in.add(w, x.bytes_in);
+        m.bytes_out.add(w, x.bytes_out);
+        m.pii_hashed.add(w, handled.ctx.fields_hashed);
+    }
 }

@@ -273,6 +273,11 @@ async fn accept_loop(listener: &TcpListener, worker: &Rc<Worker>) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                if worker.connections.get() >= worker.server.max_connections {
+                    worker.metrics.connections_refused.inc(worker.index);
+                    drop(stream);
+                    continue;
+                }
                 if let Some(a) = &worker.admission {
                     if a.shed_new_connection() {
                         worker.metrics.rejected(worker.index, "overloaded");

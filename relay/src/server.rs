@@ -1,223 +1,249 @@
-//! One client connection: read and frame requests (keep-alive, pipelining, 100-continue,
-//! limits and deadlines), run each through the proxy phases in order, write the responses.
+//! One client connection: read a head, read its body, respond; again while keep-alive lasts.
+//!
+//! Framing is relay-http's ([`HeadScanner`], [`RequestHead`], [`BodyDecoder`]): this module owns
+//! the socket, the deadlines and the buffers. Memory per connection is bounded by the limits:
+//! the head by `max_header_bytes` (checked by the scanner as bytes arrive), the body by
+//! `max_body_bytes` (checked by the decoder before bytes are stored), each read by its size.
+//! An idle keep-alive connection holds no buffer: it waits for readability, then allocates.
+//! A panic while handling a request ends that connection only (500 if nothing was written).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use relay_http::{BodyDecoder, BodyLimits, HeadLimits, HeadScanner, HttpError, RequestHead};
 
 use crate::error::RequestError;
-use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::request::{BodyFraming, HeadLimits, RequestHead};
-use crate::http::response::{write_error, CONTINUE};
-use crate::proxy;
+use crate::proxy::{self, Handled};
+use crate::reply::{write_error, CONTINUE};
 use crate::upstream::stream::read_more;
 use crate::worker::Worker;
 
-/// Serves one accepted connection until it closes.
+/// Bytes asked for per read while a head or a body arrives.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest single read of a body, in bytes.
+const MAX_BODY_READ: usize = 256 * 1024;
+
+/// Serves one accepted connection until it closes. A panic inside ends this connection only.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
     let w = worker.index;
     worker.connections.set(worker.connections.get() + 1);
     worker.metrics.connections_open.add(w, 1);
     worker.metrics.connections_accepted.inc(w);
     let _ = stream.set_nodelay(true);
-    connection_loop(stream, peer, &worker).await;
+    let conn = Connection {
+        stream,
+        peer,
+        worker: &worker,
+        buf: Vec::new(),
+        served: 0,
+    };
+    if let Err(msg) = CatchUnwind::new(conn.run()).await {
+        worker.metrics.panics.inc(w);
+        tracing::error!(worker = w, peer = %peer, panic = %msg, "panic while serving a connection; closed it");
+    }
     worker.metrics.connections_open.add(w, -1);
     worker.connections.set(worker.connections.get() - 1);
 }
 
-enum Read {
-    Data(Vec<u8>),
-    Eof,
-    Timeout,
-    Shutdown,
+/// Why reading a request stopped short of a request to handle.
+enum Stop {
+    /// Close quietly: the client went away, idled out, or relay is shutting down.
+    Close,
+    /// Answer with this error, then close.
+    Reject(RequestError),
+    /// The client closed mid-body: count it, nobody is left to answer.
+    Gone,
 }
 
-async fn read_until(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    deadline: Instant,
-    min_spare: usize,
-) -> Read {
-    match monoio::time::timeout_at(deadline.into(), read_more(stream, buf, min_spare)).await {
-        Ok((Ok(0), _)) | Ok((Err(_), _)) => Read::Eof,
-        Ok((Ok(_), b)) => Read::Data(b),
-        Err(_) => Read::Timeout,
+impl From<HttpError> for Stop {
+    fn from(e: HttpError) -> Stop {
+        Stop::Reject(e.into())
     }
 }
 
-async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
-    let cfg = &worker.server;
-    let limits = HeadLimits {
-        max_header_bytes: cfg.max_header_bytes,
-        max_headers: cfg.max_headers,
-    };
-    let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
-    let body_timeout = Duration::from_millis(cfg.body_timeout_ms);
-    let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut served: u64 = 0;
+/// One client connection and its read buffer.
+struct Connection<'w> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: &'w Worker,
+    /// Bytes read but not yet used (the next pipelined request, or nothing).
+    buf: Vec<u8>,
+    /// Requests answered so far.
+    served: u64,
+}
 
-    loop {
-        // ---- the head
-        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + header_timeout);
-        let head = loop {
-            if !buf.is_empty() {
-                match RequestHead::parse(&buf, limits) {
-                    Ok(Some(h)) => break h,
-                    Ok(None) => {}
-                    Err(e) => {
-                        reject(&mut stream, worker, out, &e, None).await;
-                        return;
-                    }
-                }
-            }
-            let r = match head_deadline {
-                None => {
-                    // Idle between requests: the idle timeout, or shutdown, closes quietly.
-                    if worker.shutdown.is_set() {
-                        return;
-                    }
-                    let fut = read_until(
-                        &mut stream,
-                        std::mem::take(&mut buf),
-                        Instant::now() + idle_timeout,
-                        8 * 1024,
-                    );
-                    monoio::select! {
-                        _ = worker.shutdown.wait() => Read::Shutdown,
-                        r = fut => r,
-                    }
-                }
-                Some(d) => read_until(&mut stream, std::mem::take(&mut buf), d, 8 * 1024).await,
+impl Connection<'_> {
+    async fn run(mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(h) => h,
+                Err(stop) => return self.stop(stop).await,
             };
-            match r {
-                Read::Data(b) => {
-                    buf = b;
-                    if head_deadline.is_none() {
-                        head_deadline = Some(Instant::now() + header_timeout);
-                    }
-                }
-                Read::Eof | Read::Shutdown => return,
-                Read::Timeout if head_deadline.is_none() => return,
-                Read::Timeout => {
-                    reject(
-                        &mut stream,
-                        worker,
-                        out,
-                        &RequestError::HeaderTimeout(header_timeout),
-                        None,
-                    )
-                    .await;
-                    return;
-                }
+            let body = match self.read_body(&head).await {
+                Ok(b) => b,
+                Err(stop) => return self.stop(stop).await,
+            };
+            if !self.respond(head, body).await {
+                return linger_close(self.stream).await;
             }
-        };
-        buf.drain(..head.head_len());
+        }
+    }
 
-        // ---- the body
-        let max_body = cfg.max_body_bytes;
-        let body_deadline = Instant::now() + body_timeout;
-        let body = match head.framing {
-            BodyFraming::None => Vec::new(),
-            BodyFraming::Length(n) => {
-                if n > max_body as u64 {
-                    reject(
-                        &mut stream,
-                        worker,
-                        out,
-                        &RequestError::BodyTooLarge { limit: max_body },
-                        None,
-                    )
-                    .await;
-                    return;
-                }
-                let n = n as usize;
-                if head.expect_continue && buf.len() < n {
-                    let (r, _) = stream.write_all(CONTINUE.to_vec()).await;
-                    if r.is_err() {
-                        return;
-                    }
-                }
-                while buf.len() < n {
-                    let want = (n - buf.len()).min(256 * 1024);
-                    let more =
-                        read_body(&mut stream, std::mem::take(&mut buf), body_deadline, want);
-                    match more.await {
-                        Ok(b) => buf = b,
-                        Err(timed_out) => {
-                            return body_failed(&mut stream, worker, out, timed_out, body_timeout)
-                                .await
-                        }
-                    }
-                }
-                let rest = buf.split_off(n);
-                std::mem::replace(&mut buf, rest)
-            }
-            BodyFraming::Chunked => {
-                if head.expect_continue && buf.is_empty() {
-                    let (r, _) = stream.write_all(CONTINUE.to_vec()).await;
-                    if r.is_err() {
-                        return;
-                    }
-                }
-                let mut dec = ChunkedDecoder::new(max_body);
-                let mut body = Vec::with_capacity(buf.len().min(max_body));
-                loop {
-                    match dec.decode(&buf, &mut body) {
-                        Ok(used) => {
-                            buf.drain(..used);
-                        }
-                        Err(e) => {
-                            let err = match e {
-                                ChunkError::TooLarge => RequestError::BodyTooLarge { limit: max_body },
-                                other => RequestError::Malformed {
-                                    code: "invalid_chunk",
-                                    detail: format!("the chunked body is malformed ({other}); send valid chunked framing"),
-                                },
-                            };
-                            reject(&mut stream, worker, out, &err, None).await;
-                            return;
-                        }
-                    }
-                    if dec.is_done() {
-                        break;
-                    }
-                    let more = read_body(
-                        &mut stream,
-                        std::mem::take(&mut buf),
-                        body_deadline,
-                        16 * 1024,
-                    );
-                    match more.await {
-                        Ok(b) => buf = b,
-                        Err(timed_out) => {
-                            return body_failed(&mut stream, worker, out, timed_out, body_timeout)
-                                .await
-                        }
-                    }
-                }
-                body
-            }
-        };
+    async fn stop(&mut self, stop: Stop) {
+        match stop {
+            Stop::Close => {}
+            Stop::Gone => self
+                .worker
+                .metrics
+                .rejected(self.worker.index, HttpError::Incomplete.code()),
+            Stop::Reject(e) => reject(&mut self.stream, self.worker, &e).await,
+        }
+    }
 
-        // ---- the exchange
-        served += 1;
+    /// Reads the next head. Between requests the connection idles without a buffer until it is
+    /// readable (or the idle timeout or shutdown closes it); the head deadline starts with the
+    /// first byte. The head is scanned incrementally and parsed once, when complete.
+    async fn read_head(&mut self) -> Result<RequestHead, Stop> {
+        let cfg = &self.worker.server;
+        let limits = HeadLimits {
+            max_header_bytes: cfg.max_header_bytes,
+            max_headers: cfg.max_headers,
+        };
+        let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.wait_readable().await?;
+        }
+        let deadline = Instant::now() + header_timeout;
+        let mut scanner = HeadScanner::new();
+        loop {
+            if let Some(span) = scanner.scan(&self.buf, limits.max_header_bytes)? {
+                let head = RequestHead::parse_complete(&self.buf[span.start..span.end], limits)?;
+                self.buf.drain(..span.end);
+                return Ok(head);
+            }
+            match self.read(deadline, READ_CHUNK).await {
+                Read::Data => {}
+                Read::Eof if self.buf.is_empty() => return Err(Stop::Close),
+                // A partial head and then EOF: nothing to answer.
+                Read::Eof => return Err(Stop::Close),
+                Read::Timeout => return Err(Stop::Reject(RequestError::HeaderTimeout(header_timeout))),
+            }
+        }
+    }
+
+    /// Idles until the client sends something, the idle timeout passes, or shutdown begins.
+    async fn wait_readable(&mut self) -> Result<(), Stop> {
+        if self.worker.shutdown.is_set() {
+            return Err(Stop::Close);
+        }
+        let idle = Duration::from_millis(self.worker.server.idle_timeout_ms);
+        // Not relaxed: on the epoll driver a relaxed wait may report a stale readiness at once.
+        let readable = monoio::time::timeout(idle, self.stream.readable(false));
+        monoio::select! {
+            _ = self.worker.shutdown.wait() => Err(Stop::Close),
+            r = readable => match r {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Stop::Close),
+            },
+        }
+    }
+
+    /// Reads the body the head announced, de-chunked, within `body_timeout_ms`. Sends
+    /// `100 Continue` first when asked and the body has not started arriving.
+    async fn read_body(&mut self, head: &RequestHead) -> Result<Vec<u8>, Stop> {
+        let cfg = &self.worker.server;
+        let limits = BodyLimits {
+            max_body: cfg.max_body_bytes as u64,
+            max_chunk_line: cfg.max_chunk_line_bytes,
+            max_trailer: cfg.max_trailer_bytes,
+        };
+        let mut decoder = BodyDecoder::new(head.framing, limits)?;
+        if decoder.is_done() {
+            return Ok(Vec::new());
+        }
+        if head.expect_continue && self.buf.is_empty() {
+            let (r, _) = self.stream.write_all(CONTINUE).await;
+            r.map_err(|_| Stop::Close)?;
+        }
+        let body_timeout = Duration::from_millis(cfg.body_timeout_ms);
+        let deadline = Instant::now() + body_timeout;
+        // A Content-Length body was admitted whole by the decoder: reserve it once.
+        let mut body = Vec::with_capacity(decoder.admitted() as usize);
+        loop {
+            let used = decoder.decode(&self.buf, &mut body)?;
+            self.buf.drain(..used);
+            if decoder.is_done() {
+                return Ok(body);
+            }
+            match self.read(deadline, decoder.want(MAX_BODY_READ)).await {
+                Read::Data => {}
+                Read::Eof => return Err(Stop::Gone),
+                Read::Timeout => return Err(Stop::Reject(RequestError::BodyTimeout(body_timeout))),
+            }
+        }
+    }
+
+    /// One read of at least `want` spare bytes into the buffer, before `deadline`.
+    async fn read(&mut self, deadline: Instant, want: usize) -> Read {
+        let buf = std::mem::take(&mut self.buf);
+        let fut = read_more(&mut self.stream, buf, want.max(1));
+        match monoio::time::timeout_at(deadline.into(), fut).await {
+            Ok((Ok(n), b)) => {
+                self.buf = b;
+                if n == 0 {
+                    Read::Eof
+                } else {
+                    Read::Data
+                }
+            }
+            Ok((Err(_), b)) => {
+                self.buf = b;
+                Read::Eof
+            }
+            Err(_) => Read::Timeout,
+        }
+    }
+
+    /// Runs the request through the proxy phases and writes the response. Returns whether the
+    /// connection stays open for another request.
+    async fn respond(&mut self, head: RequestHead, body: Vec<u8>) -> bool {
+        let worker = self.worker;
+        let cfg = &worker.server;
+        self.served += 1;
         let mut keep_alive = head.keep_alive
             && !worker.shutdown.is_set()
-            && (cfg.max_requests_per_connection == 0 || served < cfg.max_requests_per_connection);
+            && (cfg.max_requests_per_connection == 0
+                || self.served < cfg.max_requests_per_connection);
         let started = Instant::now();
         let received_at = SystemTime::now();
         let view = worker.view();
         let w = worker.index;
         worker.metrics.inflight.add(w, 1);
         let body_len = body.len() as u64;
-        let handled = proxy::handle(worker, &view, &head, body, peer, received_at).await;
+        let handled = CatchUnwind::new(proxy::handle(
+            worker,
+            &view,
+            &head,
+            body,
+            self.peer,
+            received_at,
+        ))
+        .await
+        .unwrap_or_else(|msg| {
+            worker.metrics.panics.inc(w);
+            tracing::error!(worker = w, peer = %self.peer, panic = %msg, "panic while handling a request; answered 500 and closed the connection");
+            Handled::failed(worker.next_request_id(), self.peer, RequestError::Internal)
+        });
         keep_alive = keep_alive && !worker.shutdown.is_set();
-        out.clear();
+        let mut out = Vec::new();
         let status = match &handled.result {
             Ok(resp) => {
                 proxy::write_response(&mut out, resp, keep_alive);
@@ -225,102 +251,46 @@ async fn connection_loop(mut stream: TcpStream, peer: SocketAddr, worker: &Worke
             }
             Err(e) => {
                 keep_alive = keep_alive && !e.closes_connection();
-                worker.metrics.rejected(w, e.status_and_code().1);
-                tracing::debug!(peer = %peer, request_id = %handled.request_id, error = %e, "request not relayed");
-                write_error(&mut out, e, keep_alive, Some(&handled.request_id));
-                e.status_and_code().0
+                let (status, code) = e.status_and_code();
+                worker.metrics.rejected(w, code);
+                tracing::debug!(peer = %self.peer, request_id = %handled.request_id(), error = %e, "request not relayed");
+                write_error(&mut out, e, keep_alive, Some(handled.request_id()));
+                status
             }
         };
         let out_len = out.len() as u64;
         // A client that does not read its response within the body deadline is dropped.
-        let r = match monoio::time::timeout(body_timeout, stream.write_all(out)).await {
-            Ok((r, o)) => {
-                out = o;
-                r.map(|_| ())
-            }
-            Err(_) => {
-                out = Vec::new();
-                Err(std::io::ErrorKind::TimedOut.into())
-            }
-        };
+        let write_limit = Duration::from_millis(cfg.body_timeout_ms);
+        let written = matches!(
+            monoio::time::timeout(write_limit, self.stream.write_all(out)).await,
+            Ok((Ok(_), _))
+        );
         worker.metrics.inflight.add(w, -1);
-        let log_cfg = &view.snap.config.log;
-        if log_cfg.access_log && worker.sample(log_cfg.access_log_sample_rate) {
-            tracing::info!(
-                target: "relay::access",
-                peer = %peer,
-                method = head.method(),
-                path = head.path(),
-                route = handled.route.map(|r| &*r.name).unwrap_or("-"),
-                status,
-                bytes_in = body_len,
-                bytes_out = out_len,
-                duration_us = started.elapsed().as_micros() as u64,
-                request_id = %handled.request_id,
-                "access"
-            );
-        }
-        if let Some(route) = handled.route {
-            let m = &view.snap.route_metrics[route.index];
-            m.status(w, status);
-            m.duration.observe(w, started.elapsed());
-            m.bytes_in.add(w, body_len);
-            m.bytes_out.add(w, out_len);
-            m.pii_hashed.add(w, handled.fields_hashed);
-        }
-        drop(handled);
-        drop(view);
-        if r.is_err() || !keep_alive {
-            linger_close(stream).await;
-            return;
-        }
+        let exchanged = proxy::Exchanged {
+            peer: self.peer,
+            status,
+            bytes_in: body_len,
+            bytes_out: out_len,
+            started,
+        };
+        proxy::log(worker, &view, &head, &handled, &exchanged);
+        written && keep_alive
     }
 }
 
-/// Reads more of a body before `deadline`: the grown buffer, or `Err(true)` on the deadline and
-/// `Err(false)` when the client closed (or broke) the connection mid-body.
-async fn read_body(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    deadline: Instant,
-    min_spare: usize,
-) -> Result<Vec<u8>, bool> {
-    match read_until(stream, buf, deadline, min_spare).await {
-        Read::Data(b) => Ok(b),
-        Read::Timeout => Err(true),
-        Read::Eof | Read::Shutdown => Err(false),
-    }
-}
-
-/// Ends a connection whose body did not arrive: 408 after the deadline; a client that went away
-/// mid-body is only counted (nobody is left to answer).
-async fn body_failed(
-    stream: &mut TcpStream,
-    worker: &Worker,
-    out: Vec<u8>,
-    timed_out: bool,
-    limit: Duration,
-) {
-    if timed_out {
-        reject(stream, worker, out, &RequestError::BodyTimeout(limit), None).await;
-    } else {
-        worker.metrics.rejected(worker.index, "incomplete_body");
-    }
+enum Read {
+    Data,
+    Eof,
+    Timeout,
 }
 
 /// Writes relay's own error response and counts it. The caller closes the connection.
-async fn reject(
-    stream: &mut TcpStream,
-    worker: &Worker,
-    mut out: Vec<u8>,
-    err: &RequestError,
-    request_id: Option<&str>,
-) {
+async fn reject(stream: &mut TcpStream, worker: &Worker, err: &RequestError) {
     worker
         .metrics
         .rejected(worker.index, err.status_and_code().1);
-    out.clear();
-    write_error(&mut out, err, false, request_id);
+    let mut out = Vec::with_capacity(512);
+    write_error(&mut out, err, false, None);
     let _ = stream.write_all(out).await;
     let _ = stream.shutdown().await;
     drain_briefly(stream).await;
@@ -344,6 +314,36 @@ async fn drain_briefly(stream: &mut TcpStream) {
                 buf = b;
             }
             _ => return,
+        }
+    }
+}
+
+/// Polls a future, turning a panic inside it into `Err(message)`. The future is boxed, which
+/// also keeps a connection task small while it idles.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> CatchUnwind<F> {
+    fn new(f: F) -> Self {
+        CatchUnwind(Box::pin(f))
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                Poll::Ready(Err(msg))
+            }
         }
     }
 }

@@ -1,12 +1,12 @@
-//! Criterion micro-benchmarks of relay's request-head path: `RequestHead::parse` (httparse
-//! plus relay's framing decisions and one owned copy of the head) and `ChunkedDecoder`.
+//! Criterion micro-benchmarks of relay-http's request path: `RequestHead::parse` (the head
+//! scanner, httparse, the framing decisions and one owned copy of the head) and the chunked
+//! `BodyDecoder`.
 //!
 //! Run: `cargo bench -p relay-micro --bench http_parse`. Inputs are what the perf lab sends:
 //! a mobile SDK's POST head, a browser-sized head, and app-log bodies in chunked framing.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay::http::chunked::ChunkedDecoder;
-use relay::http::request::{HeadLimits, RequestHead};
+use relay_http::{BodyDecoder, BodyFraming, BodyLimits, HeadLimits, RequestHead, HeadScanner};
 
 const LIMITS: HeadLimits = HeadLimits {
     max_header_bytes: 16 * 1024,
@@ -85,12 +85,14 @@ fn head_parse(c: &mut Criterion) {
             })
         });
     }
-    // A head cut short: what a read that ends mid-head costs (parsed again on the next read).
+    // A head cut short: what a read that ends mid-head costs (only the scanner runs; the
+    // next read resumes where it stopped).
     let partial = &SDK_HEAD[..SDK_HEAD.len() - 20];
     g.throughput(Throughput::Bytes(partial.len() as u64));
     g.bench_function("sdk_partial", |b| {
         b.iter(|| {
-            assert!(RequestHead::parse(black_box(partial), LIMITS)
+            assert!(HeadScanner::new()
+                .scan(black_box(partial), LIMITS.max_header_bytes)
                 .unwrap()
                 .is_none())
         })
@@ -110,7 +112,7 @@ fn chunked(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(size);
                 b.iter(|| {
                     out.clear();
-                    let mut d = ChunkedDecoder::new(1 << 20);
+                    let mut d = BodyDecoder::new(BodyFraming::Chunked, BodyLimits::new(1 << 20)).unwrap();
                     let used = d.decode(black_box(body), &mut out).unwrap();
                     assert!(d.is_done() && used == body.len());
                 })
@@ -124,7 +126,7 @@ fn chunked(c: &mut Criterion) {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             out.clear();
-            let mut d = ChunkedDecoder::new(1 << 20);
+            let mut d = BodyDecoder::new(BodyFraming::Chunked, BodyLimits::new(1 << 20)).unwrap();
             for seg in body.chunks(1460) {
                 d.decode(black_box(seg), &mut out).unwrap();
             }

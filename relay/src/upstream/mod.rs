@@ -1,6 +1,7 @@
-//! Upstreams: nodes with smooth weighted round robin, a per-worker keep-alive pool per node,
-//! TLS, and the exchange of one request for one response with the single allowed retry.
+//! Upstreams: nodes with smooth weighted round robin, a per-worker bounded keep-alive pool per
+//! node, TLS, and the exchange of one request for one response with the single allowed retry.
 
+pub mod pool;
 pub mod response;
 pub mod stream;
 pub mod tls;
@@ -18,6 +19,7 @@ use crate::config::UpstreamConfig;
 use crate::error::RequestError;
 use crate::metrics::UpstreamMetrics;
 pub use response::UpstreamResponse;
+use pool::{Checkout, Pool};
 use response::{read_response, ExchangeError};
 use stream::UpstreamStream;
 
@@ -143,11 +145,6 @@ impl UpstreamShared {
     }
 }
 
-struct Idle {
-    stream: UpstreamStream,
-    since: Instant,
-}
-
 impl Drop for Upstream {
     fn drop(&mut self) {
         // The pooled connections close with this view (after a reload): keep the gauge right.
@@ -156,13 +153,13 @@ impl Drop for Upstream {
     }
 }
 
-/// One worker's view of an upstream: its WRR state and its idle connection pool.
+/// One worker's view of an upstream: its WRR state and its connection pool.
 pub struct Upstream {
     /// Shared, immutable part.
     pub shared: Arc<UpstreamShared>,
     connector: Option<TlsConnector>,
     wrr: RefCell<Vec<i64>>,
-    pool: RefCell<Vec<Vec<Idle>>>,
+    pool: Pool,
     worker: usize,
 }
 
@@ -170,10 +167,16 @@ impl Upstream {
     /// The per-worker upstream for worker `worker`.
     pub fn new(shared: Arc<UpstreamShared>, worker: usize) -> Upstream {
         let n = shared.nodes.len();
+        let cfg = &shared.cfg;
         Upstream {
             connector: shared.tls.clone().map(TlsConnector::from),
             wrr: RefCell::new(vec![0; n]),
-            pool: RefCell::new((0..n).map(|_| Vec::new()).collect()),
+            pool: Pool::new(
+                n,
+                cfg.max_idle_per_node,
+                cfg.max_connections,
+                Duration::from_millis(cfg.pool_idle_timeout_ms),
+            ),
             shared,
             worker,
         }
@@ -203,33 +206,40 @@ impl Upstream {
         best
     }
 
-    fn take_idle(&self, node: usize) -> Option<UpstreamStream> {
-        let max_age = Duration::from_millis(self.shared.cfg.pool_idle_timeout_ms);
-        let mut pool = self.pool.borrow_mut();
-        while let Some(idle) = pool[node].pop() {
-            if idle.since.elapsed() < max_age {
-                return Some(idle.stream);
-            }
-            self.shared.metrics.open.add(self.worker, -1);
-        }
-        None
-    }
-
-    fn put_idle(&self, node: usize, stream: UpstreamStream) {
-        let mut pool = self.pool.borrow_mut();
-        if pool[node].len() < self.shared.cfg.max_idle_per_node {
-            pool[node].push(Idle {
-                stream,
-                since: Instant::now(),
-            });
-        } else {
-            self.shared.metrics.open.add(self.worker, -1);
-        }
-    }
-
     /// Idle connections currently pooled (all nodes), for tests and metrics.
     pub fn idle_count(&self) -> usize {
-        self.pool.borrow().iter().map(|v| v.len()).sum()
+        self.pool.idle_count()
+    }
+
+    /// An idle connection to `node`, or a new one, waiting up to `queue_timeout_ms` when the
+    /// node's `max_connections` are all busy (503 `upstream_busy`). `fresh`: a new connection.
+    async fn checkout(&self, node: usize, fresh: bool) -> Result<(UpstreamStream, bool), RequestError> {
+        let cfg = &self.shared.cfg;
+        let limit = Duration::from_millis(cfg.queue_timeout_ms);
+        let (got, expired) = match monoio::time::timeout(limit, self.pool.checkout(node, fresh)).await {
+            Ok(x) => x,
+            Err(_) => {
+                return Err(RequestError::UpstreamBusy {
+                    upstream: self.shared.name.to_string(),
+                    after: limit,
+                    retry_after_s: 1,
+                })
+            }
+        };
+        self.shared.metrics.open.add(self.worker, -(expired as i64));
+        match got {
+            Checkout::Idle(s) => {
+                self.shared.metrics.reused.inc(self.worker);
+                Ok((s, true))
+            }
+            Checkout::Connect => match self.connect(node).await {
+                Ok(s) => Ok((s, false)),
+                Err(e) => {
+                    self.pool.release(node);
+                    Err(e)
+                }
+            },
+        }
     }
 
     async fn connect(&self, node: usize) -> Result<UpstreamStream, RequestError> {
@@ -281,35 +291,28 @@ impl Upstream {
         request: Vec<u8>,
         is_head: bool,
     ) -> Result<UpstreamResponse, RequestError> {
-        let first = self.pick();
-        let mut node = first;
+        let mut node = self.pick();
         let mut request = request;
         let mut retried = false;
         let mut connect_failures = 0;
         loop {
-            let (stream, reused) = match self.take_idle(node) {
-                Some(s) if !retried => (s, true),
-                _ => match self.connect(node).await {
-                    Ok(s) => (s, false),
-                    Err(e @ RequestError::UpstreamUnreachable { .. }) => {
-                        connect_failures += 1;
-                        if connect_failures < self.shared.nodes.len() {
-                            node = (node + 1) % self.shared.nodes.len();
-                            continue;
-                        }
-                        self.shared.metrics.error(self.worker, 502);
-                        return Err(e);
+            let (stream, reused) = match self.checkout(node, retried).await {
+                Ok(x) => x,
+                Err(e @ RequestError::UpstreamUnreachable { .. }) => {
+                    connect_failures += 1;
+                    if connect_failures < self.shared.nodes.len() {
+                        node = (node + 1) % self.shared.nodes.len();
+                        continue;
                     }
-                    Err(e) => {
-                        let (status, _) = e.status_and_code();
-                        self.shared.metrics.error(self.worker, status);
-                        return Err(e);
-                    }
-                },
+                    self.shared.metrics.error(self.worker, 502);
+                    return Err(e);
+                }
+                Err(e) => {
+                    let (status, _) = e.status_and_code();
+                    self.shared.metrics.error(self.worker, status);
+                    return Err(e);
+                }
             };
-            if reused {
-                self.shared.metrics.reused.inc(self.worker);
-            }
             let started = Instant::now();
             match self.exchange_on(stream, request, is_head).await {
                 Ok((resp, stream)) => {
@@ -317,13 +320,20 @@ impl Upstream {
                         .metrics
                         .duration
                         .observe(self.worker, started.elapsed());
-                    match stream {
-                        Some(s) => self.put_idle(node, s),
-                        None => self.shared.metrics.open.add(self.worker, -1),
+                    let kept = match stream {
+                        Some(s) => self.pool.checkin(node, s),
+                        None => {
+                            self.pool.release(node);
+                            false
+                        }
+                    };
+                    if !kept {
+                        self.shared.metrics.open.add(self.worker, -1);
                     }
                     return Ok(resp);
                 }
                 Err((e, req_back)) => {
+                    self.pool.release(node);
                     self.shared.metrics.open.add(self.worker, -1);
                     if reused && !retried && e.before_response() {
                         retried = true;
@@ -332,7 +342,7 @@ impl Upstream {
                         tracing::debug!(upstream = %self.shared.name, error = %e, "stale pooled connection; retrying once on a fresh one");
                         continue;
                     }
-                    let err = e.into_request_error(&self.shared.name, &self.shared.cfg);
+                    let err = e.into_request_error(&self.shared.name);
                     let (status, _) = err.status_and_code();
                     self.shared.metrics.error(self.worker, status);
                     return Err(err);

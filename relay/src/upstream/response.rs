@@ -1,14 +1,19 @@
-//! Reading an upstream's response: the head with httparse, 1xx skipped, then the body by
-//! Content-Length, chunked or close-delimited, kept whole so it can be relayed unchanged.
+//! Reading an upstream's response with relay-http: the head scanned and parsed once, 1xx
+//! skipped (a bounded number), then the body through the same decoder as request bodies
+//! (Content-Length, chunked or close-delimited) with `max_response_bytes` as its limit, kept
+//! whole so it can be relayed unchanged. Any framing error closes the connection.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use relay_http::{
+    BodyDecoder, BodyFraming, BodyLimits, HeadScanner, HttpError, ResponseHead,
+    MAX_INTERIM_RESPONSES,
+};
 
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
 use crate::error::RequestError;
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::{connection_tokens, is_hop_by_hop};
 
 /// Largest upstream response head, in bytes.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -84,7 +89,7 @@ impl ExchangeError {
     }
 
     /// The client-facing error.
-    pub fn into_request_error(self, upstream: &str, _cfg: &UpstreamConfig) -> RequestError {
+    pub fn into_request_error(self, upstream: &str) -> RequestError {
         let upstream = upstream.to_string();
         match self {
             ExchangeError::Io { error, .. } => RequestError::UpstreamReset {
@@ -105,255 +110,126 @@ impl ExchangeError {
     }
 }
 
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
-/// Reads one response from `stream`. Returns it and whether the connection can be reused.
+/// Reads one response from `stream`: interim 1xx responses skipped (at most
+/// [`MAX_INTERIM_RESPONSES`]), then the final head and its body, each read within
+/// `read_timeout_ms` and all of it within `response_timeout_ms`. Returns the response and
+/// whether the connection can be reused.
 pub async fn read_response(
     stream: &mut UpstreamStream,
     is_head: bool,
     cfg: &UpstreamConfig,
 ) -> Result<(UpstreamResponse, bool), ExchangeError> {
-    let rlimit = Duration::from_millis(cfg.read_timeout_ms);
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut got_any = false;
-    // Head (skipping interim 1xx responses).
-    let (status, head, framing, mut reusable, head_len, head_cl) = loop {
-        if !buf.is_empty() {
-            let mut hdrs = [httparse::EMPTY_HEADER; 128];
-            let mut resp = httparse::Response::new(&mut hdrs);
-            match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let status = resp.code.unwrap_or(0);
-                    if (100..200).contains(&status) {
-                        if status == 101 {
-                            return Err(ExchangeError::Bad(
-                                "101 Switching Protocols is not supported".into(),
-                            ));
-                        }
-                        buf.drain(..n);
-                        continue;
-                    }
-                    let (head, framing, reusable, head_cl) = build_head(&resp, is_head)?;
-                    break (status, head, framing, reusable, n, head_cl);
-                }
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > MAX_RESPONSE_HEAD {
-                        return Err(ExchangeError::Bad(format!(
-                            "response head larger than {MAX_RESPONSE_HEAD} bytes"
-                        )));
-                    }
-                }
-                Err(e) => return Err(ExchangeError::Bad(format!("invalid response head: {e}"))),
-            }
+    let mut reader = Reader {
+        stream,
+        buf: Vec::with_capacity(8 * 1024),
+        got_any: false,
+        read_limit: Duration::from_millis(cfg.read_timeout_ms),
+        whole_limit: Duration::from_millis(cfg.response_timeout_ms),
+        deadline: Instant::now() + Duration::from_millis(cfg.response_timeout_ms),
+    };
+    let mut interim = 0;
+    let head = loop {
+        let head = reader.read_head(is_head).await?;
+        if !head.is_interim() {
+            break head;
         }
-        let (r, b) = match monoio::time::timeout(rlimit, stream.read_more(buf, 8 * 1024)).await {
-            Ok(x) => x,
-            Err(_) => {
-                return Err(ExchangeError::Timeout {
-                    phase: "respond",
-                    after: rlimit,
-                })
-            }
-        };
-        buf = b;
-        match r {
-            Ok(0) => {
-                return Err(ExchangeError::Closed {
-                    before_response: !got_any,
-                })
-            }
-            Ok(_) => got_any = true,
-            Err(e) => {
-                return Err(ExchangeError::Io {
-                    error: e,
-                    before_response: !got_any,
-                })
-            }
+        interim += 1;
+        if interim > MAX_INTERIM_RESPONSES {
+            return Err(bad(HttpError::TooManyInterim {
+                limit: MAX_INTERIM_RESPONSES,
+            }));
         }
     };
-    let max = cfg.max_response_bytes;
-    let mut leftover = buf.split_off(head_len);
-    drop(buf);
-    let body = match framing {
-        Framing::None => {
-            if !leftover.is_empty() {
-                // Bytes after a bodiless response: the connection's framing is unclear.
-                reusable = false;
-            }
-            Vec::new()
+    let limits = BodyLimits::new(cfg.max_response_bytes as u64);
+    let mut decoder = BodyDecoder::new(head.framing, limits).map_err(bad)?;
+    let mut body = Vec::with_capacity(decoder.admitted() as usize);
+    let mut reusable = head.keep_alive;
+    loop {
+        let used = decoder.decode(&reader.buf, &mut body).map_err(bad)?;
+        reader.buf.drain(..used);
+        if decoder.is_done() {
+            // Bytes after the response: the connection's framing can no longer be trusted.
+            reusable &= reader.buf.is_empty();
+            break;
         }
-        Framing::Length(n) => {
-            if n > max as u64 {
-                return Err(ExchangeError::Bad(format!(
-                    "response body of {n} bytes is over the {max}-byte limit"
-                )));
-            }
-            let n = n as usize;
-            while leftover.len() < n {
-                let want = n - leftover.len();
-                let (r, b) = read_timed(stream, leftover, want.min(256 * 1024), rlimit).await?;
-                leftover = b;
-                if r == 0 {
-                    return Err(ExchangeError::Closed {
-                        before_response: false,
-                    });
-                }
-            }
-            if leftover.len() > n {
-                leftover.truncate(n);
-                reusable = false;
-            }
-            leftover
-        }
-        Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new(max);
-            let mut out = Vec::with_capacity(leftover.len());
-            let mut input = leftover;
-            loop {
-                let used = dec
-                    .decode(&input, &mut out)
-                    .map_err(|e| ExchangeError::Bad(format!("chunked response body: {e}")))?;
-                if dec.is_done() {
-                    if used < input.len() {
-                        reusable = false;
-                    }
-                    break;
-                }
-                input.clear();
-                let (r, b) = read_timed(stream, input, 16 * 1024, rlimit).await?;
-                input = b;
-                if r == 0 {
-                    return Err(ExchangeError::Closed {
-                        before_response: false,
-                    });
-                }
-            }
-            out
-        }
-        Framing::Close => {
+        if reader.read(decoder.want(256 * 1024)).await? == 0 {
+            decoder
+                .finish_at_eof()
+                .map_err(|_| ExchangeError::Closed {
+                    before_response: false,
+                })?;
             reusable = false;
-            loop {
-                if leftover.len() > max {
-                    return Err(ExchangeError::Bad(format!(
-                        "response body is over the {max}-byte limit"
-                    )));
-                }
-                let (r, b) = read_timed(stream, leftover, 16 * 1024, rlimit).await?;
-                leftover = b;
-                if r == 0 {
-                    break;
-                }
-            }
-            leftover
+            break;
         }
-    };
-    let bodiless = matches!(framing, Framing::None);
+    }
     Ok((
         UpstreamResponse {
-            status,
-            head,
+            status: head.status,
+            head: head.relayed,
             body,
-            bodiless,
-            head_content_length: head_cl,
+            bodiless: head.framing == BodyFraming::None,
+            head_content_length: head.content_length,
         },
         reusable,
     ))
 }
 
-async fn read_timed(
-    stream: &mut UpstreamStream,
-    buf: Vec<u8>,
-    min_spare: usize,
-    limit: Duration,
-) -> Result<(usize, Vec<u8>), ExchangeError> {
-    match monoio::time::timeout(limit, stream.read_more(buf, min_spare)).await {
-        Ok((Ok(n), b)) => Ok((n, b)),
-        Ok((Err(e), _)) => Err(ExchangeError::Io {
-            error: e,
-            before_response: false,
-        }),
-        Err(_) => Err(ExchangeError::Timeout {
-            phase: "respond",
-            after: limit,
-        }),
-    }
+fn bad(e: HttpError) -> ExchangeError {
+    ExchangeError::Bad(e.to_string())
 }
 
-fn build_head(
-    resp: &httparse::Response<'_, '_>,
-    is_head: bool,
-) -> Result<(Vec<u8>, Framing, bool, Option<u64>), ExchangeError> {
-    let status = resp.code.unwrap_or(0);
-    let minor = resp.version.unwrap_or(1);
-    let tokens = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
-    let mut reusable = if minor == 0 {
-        tokens.iter().any(|t| t == "keep-alive")
-    } else {
-        !tokens.iter().any(|t| t == "close")
-    };
-    let mut cl: Option<u64> = None;
-    let mut chunked = false;
-    let mut te = false;
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(
-        format!("HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or("")).as_bytes(),
-    );
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ExchangeError::Bad("invalid Content-Length in response".into()))?;
-            if cl.is_some_and(|c| c != v) {
-                return Err(ExchangeError::Bad(
-                    "conflicting Content-Length in response".into(),
-                ));
+/// The response being read: the connection, the bytes read and not yet used, the deadlines.
+struct Reader<'s> {
+    stream: &'s mut UpstreamStream,
+    buf: Vec<u8>,
+    got_any: bool,
+    read_limit: Duration,
+    whole_limit: Duration,
+    deadline: Instant,
+}
+
+impl Reader<'_> {
+    /// Reads one head (interim or final), scanned as bytes arrive and parsed once.
+    async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, ExchangeError> {
+        let mut scanner = HeadScanner::new();
+        loop {
+            if let Some(span) = scanner.scan(&self.buf, MAX_RESPONSE_HEAD).map_err(bad)? {
+                let head = ResponseHead::parse_complete(&self.buf[span.start..span.end], is_head)
+                    .map_err(bad)?;
+                self.buf.drain(..span.end);
+                return Ok(head);
             }
-            cl = Some(v);
-            continue;
+            if self.read(8 * 1024).await? == 0 {
+                return Err(ExchangeError::Closed {
+                    before_response: !self.got_any,
+                });
+            }
         }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = true;
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            chunked = v
-                .split(',')
-                .next_back()
-                .map(|c| c.trim() == "chunked")
-                .unwrap_or(false);
-            continue;
-        }
-        if is_hop_by_hop(h.name, &tokens) {
-            continue;
-        }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
     }
-    let framing = if is_head || status == 204 || status == 304 || (100..200).contains(&status) {
-        Framing::None
-    } else if te {
-        if chunked {
-            Framing::Chunked
+
+    /// One read of at least `min_spare` bytes, within the per-read and whole-response limits.
+    async fn read(&mut self, min_spare: usize) -> Result<usize, ExchangeError> {
+        let per_read = Instant::now() + self.read_limit;
+        let (until, after) = if per_read < self.deadline {
+            (per_read, self.read_limit)
         } else {
-            reusable = false;
-            Framing::Close
+            (self.deadline, self.whole_limit)
+        };
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout_at(until.into(), self.stream.read_more(buf, min_spare)).await {
+            Ok((Ok(n), b)) => {
+                self.buf = b;
+                self.got_any |= n > 0;
+                Ok(n)
+            }
+            Ok((Err(e), _)) => Err(ExchangeError::Io {
+                error: e,
+                before_response: !self.got_any,
+            }),
+            Err(_) => Err(ExchangeError::Timeout {
+                phase: "respond",
+                after,
+            }),
         }
-    } else if let Some(n) = cl {
-        Framing::Length(n)
-    } else {
-        reusable = false;
-        Framing::Close
-    };
-    let head_cl = if matches!(framing, Framing::None) {
-        cl
-    } else {
-        None
-    };
-    Ok((head, framing, reusable, head_cl))
+    }
 }

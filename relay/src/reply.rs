@@ -1,4 +1,8 @@
 //! Responses relay writes itself (JSON errors, `100 Continue`) and the reason phrases they use.
+//! The head goes through relay-http's encoder like every other response head.
+
+use relay_http::encode::finish_response_head;
+use relay_http::ResponseHeadEncoder;
 
 use crate::error::RequestError;
 
@@ -15,22 +19,15 @@ pub fn write_error(
 ) {
     let (status, code) = err.status_and_code();
     let body = error_body(code, &err.to_string());
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
-    out.extend_from_slice(b"Content-Type: application/json\r\n");
-    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    let mut head = ResponseHeadEncoder::new(status, reason(status));
+    head.header("Content-Type", b"application/json");
     if let Some(s) = err.retry_after() {
-        out.extend_from_slice(format!("Retry-After: {s}\r\n").as_bytes());
+        head.header("Retry-After", s.to_string().as_bytes());
     }
     if let Some(id) = request_id {
-        out.extend_from_slice(b"X-Request-Id: ");
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        head.header("X-Request-Id", id.as_bytes());
     }
-    out.extend_from_slice(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n"
-    } else {
-        b"Connection: close\r\n\r\n"
-    });
+    finish_response_head(out, &head.into_partial(), Some(body.len() as u64), keep_alive);
     out.extend_from_slice(body.as_bytes());
 }
 
@@ -54,6 +51,7 @@ pub fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        422 => "Unprocessable Content",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
