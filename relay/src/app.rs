@@ -168,6 +168,13 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
 
     let mut admin_addr = String::new();
     if let Some(a) = &config.admin {
+        let policy = match admin::AdminPolicy::build(a) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the admin listener");
+                return 1;
+            }
+        };
         match std::net::TcpListener::bind(a.listen) {
             Ok(l) => {
                 admin_addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -193,7 +200,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
                         })
                     },
                 };
-                admin::spawn(l, Arc::new(hooks));
+                admin::spawn(l, Arc::new(hooks), policy);
             }
             Err(e) => {
                 tracing::error!(listen = %a.listen, error = %e, "cannot listen on the admin address");
