@@ -32,7 +32,10 @@ impl AdminPolicy {
             None => None,
             Some(p) => {
                 let t = std::fs::read_to_string(p).map_err(|e| {
-                    format!("admin.token_file {}: cannot read it ({e}); check the path and permissions", p.display())
+                    format!(
+                        "admin.token_file {}: cannot read it ({e}); check the path and permissions",
+                        p.display()
+                    )
                 })?;
                 let t = t.trim().to_string();
                 if t.len() < 16 {
@@ -63,7 +66,10 @@ impl AdminPolicy {
             n.trim()
                 .eq_ignore_ascii_case("authorization")
                 .then(|| v.trim())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim)
         });
         let Some(sent) = sent else { return false };

@@ -225,7 +225,8 @@ pub fn build_upstream_request(
 ) -> Vec<u8> {
     let upstream = &view.upstreams[route.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
-    let mut enc = RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
+    let mut enc =
+        RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
     enc.header("Host", upstream.shared.host_header.as_bytes());
     let tokens = connection_tokens(head.headers());
     let mut xff: Option<&[u8]> = None;
@@ -262,7 +263,10 @@ pub fn build_upstream_request(
     if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
         enc.header("X-Relay-Key-Id", k.as_bytes());
     }
-    let bodyless_method = matches!(head.method(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
+    let bodyless_method = matches!(
+        head.method(),
+        "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
+    );
     let omit_length = body.is_empty() && bodyless_method && head.header("content-length").is_none();
     enc.finish((!omit_length).then_some(body.len() as u64));
     req.extend_from_slice(body);
@@ -314,7 +318,13 @@ pub struct Exchanged {
 
 /// Phase 7, after the response was written: the route's metrics and, when sampled, one access
 /// log line. Refuses nothing.
-pub fn log(worker: &Worker, view: &WorkerView, head: &RequestHead, handled: &Handled<'_>, x: &Exchanged) {
+pub fn log(
+    worker: &Worker,
+    view: &WorkerView,
+    head: &RequestHead,
+    handled: &Handled<'_>,
+    x: &Exchanged,
+) {
     let w = worker.index;
     let elapsed = x.started.elapsed();
     let log_cfg = &view.snap.config.log;

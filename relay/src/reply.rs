@@ -27,7 +27,12 @@ pub fn write_error(
     if let Some(id) = request_id {
         head.header("X-Request-Id", id.as_bytes());
     }
-    finish_response_head(out, &head.into_partial(), Some(body.len() as u64), keep_alive);
+    finish_response_head(
+        out,
+        &head.into_partial(),
+        Some(body.len() as u64),
+        keep_alive,
+    );
     out.extend_from_slice(body.as_bytes());
 }
 

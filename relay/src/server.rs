@@ -134,7 +134,9 @@ impl Connection<'_> {
                 Read::Eof if self.buf.is_empty() => return Err(Stop::Close),
                 // A partial head and then EOF: nothing to answer.
                 Read::Eof => return Err(Stop::Close),
-                Read::Timeout => return Err(Stop::Reject(RequestError::HeaderTimeout(header_timeout))),
+                Read::Timeout => {
+                    return Err(Stop::Reject(RequestError::HeaderTimeout(header_timeout)))
+                }
             }
         }
     }

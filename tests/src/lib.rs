@@ -22,10 +22,25 @@ pub fn workspace_root() -> PathBuf {
 /// The `relay` binary, built once per test process (`cargo build -p relay --bin relay`).
 pub fn relay_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    BIN.get_or_init(|| build_relay(&[])).clone()
+}
+
+/// The `relay` binary built with the `fault-injection` feature (a request header
+/// `x-relay-fault: panic` panics inside the request phases). It replaces the plain binary in
+/// the target dir: use it only from a test binary of its own (test binaries run one at a time,
+/// and each rebuilds what it needs first).
+pub fn relay_bin_with_fault_injection() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_relay(&["--features", "fault-injection"]))
+        .clone()
+}
+
+fn build_relay(extra: &[&str]) -> PathBuf {
+    {
         let root = workspace_root();
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "-q", "-p", "relay", "--bin", "relay"])
+            .args(extra)
             .current_dir(&root)
             .status()
             .expect("run cargo build for the relay binary");
@@ -34,8 +49,7 @@ pub fn relay_bin() -> PathBuf {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
         target.join("debug").join("relay")
-    })
-    .clone()
+    }
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, for at most `limit`.
@@ -74,6 +88,8 @@ pub struct Relay {
 pub struct RelayOptions {
     /// Command and args put before the relay binary (e.g. `["taskset", "-c", "0"]`).
     pub prefix: Vec<String>,
+    /// The binary to run instead of [`relay_bin`].
+    pub bin: Option<PathBuf>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
 }
@@ -96,7 +112,7 @@ impl Relay {
         std::fs::write(&config_path, config).unwrap();
         let ready = dir.path().join("ready.json");
         let log = std::fs::File::create(dir.path().join("relay.log")).unwrap();
-        let bin = relay_bin();
+        let bin = opts.bin.clone().unwrap_or_else(relay_bin);
         let mut cmd = if opts.prefix.is_empty() {
             Command::new(&bin)
         } else {

@@ -187,6 +187,7 @@ fn workers_from_a_cgroup_v1_quota_capped_by_the_mask() {
         RelayOptions {
             env,
             prefix: vec!["taskset".into(), "-c".into(), "0".into()],
+            ..RelayOptions::default()
         },
     );
     assert_eq!(relay.workers, 1);
@@ -207,6 +208,7 @@ fn taskset_one_cpu_gives_one_worker() {
             // An empty cgroup root: no quota anywhere, so the mask decides.
             env: vec![("RELAY_CGROUP_ROOT".into(), fx.path().display().to_string())],
             prefix: vec!["taskset".into(), "-c".into(), "0".into()],
+            ..RelayOptions::default()
         },
     );
     assert_eq!(relay.workers, 1);

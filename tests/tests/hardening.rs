@@ -59,7 +59,9 @@ impl RawUpstream {
     }
 
     fn fixed(bytes: &'static [u8]) -> RawUpstream {
-        RawUpstream::start(Arc::new(move |_, c: &mut TcpStream| c.write_all(bytes).is_ok()))
+        RawUpstream::start(Arc::new(move |_, c: &mut TcpStream| {
+            c.write_all(bytes).is_ok()
+        }))
     }
 }
 
@@ -137,7 +139,9 @@ fn chunk_size_that_wraps_gets_413_in_bounded_memory(engine: &str) {
 /// of everything the upstream sends), and the connection is not pooled.
 fn upstream_chunk_size_that_wraps_gets_502(engine: &str) {
     let up = RawUpstream::start(Arc::new(|_, c: &mut TcpStream| {
-        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n");
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n",
+        );
         let block = vec![b'x'; 64 * 1024];
         for _ in 0..1024 {
             if c.write_all(&block).is_err() {
@@ -148,7 +152,10 @@ fn upstream_chunk_size_that_wraps_gets_502(engine: &str) {
     }));
     let relay = relay_for(engine, up.addr, "");
     let r = post(relay.addr, "/v1/logs", b"{}");
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (502, "upstream_bad_response"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (502, "upstream_bad_response")
+    );
     let rss = rss_kib(relay.pid());
     assert!(rss < 64 * 1024, "relay RSS {rss} KiB");
     assert_eq!(up.requests.load(Ordering::SeqCst), 1);
@@ -158,7 +165,11 @@ fn upstream_chunk_size_that_wraps_gets_502(engine: &str) {
 /// parsers must refuse, each answered 400 at once (never held open), none forwarded.
 fn strict_requests_are_answered_400_at_once(engine: &str) {
     let up = StubUpstream::start(Behavior::default());
-    let relay = relay_for(engine, up.addr, "header_timeout_ms = 30000\nbody_timeout_ms = 30000");
+    let relay = relay_for(
+        engine,
+        up.addr,
+        "header_timeout_ms = 30000\nbody_timeout_ms = 30000",
+    );
     for (raw, code) in [
         (&b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\n{}"[..], "bare_cr"),
         (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\nContent-Length: 2\r\n\r\n{}", "invalid_header_value"),
@@ -188,20 +199,35 @@ fn strict_requests_are_answered_400_at_once(engine: &str) {
 /// Limits at, just under and just over: `max_chunk_line_bytes` and `max_trailer_bytes`.
 fn chunk_line_and_trailer_limits(engine: &str) {
     let up = StubUpstream::start(Behavior::default());
-    let relay = relay_for(engine, up.addr, "max_chunk_line_bytes = 16\nmax_trailer_bytes = 16");
+    let relay = relay_for(
+        engine,
+        up.addr,
+        "max_chunk_line_bytes = 16\nmax_trailer_bytes = 16",
+    );
     let send = |chunked: &str| {
         let mut c = Client::connect(relay.addr);
-        c.send(format!("POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}").as_bytes());
+        c.send(
+            format!(
+                "POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"
+            )
+            .as_bytes(),
+        );
         c.recv().unwrap()
     };
     // "2;name=123456789" is 16 bytes.
     assert_eq!(send("2;name=123456789\r\n{}\r\n0\r\n\r\n").status, 200);
     let r = send("2;name=1234567890\r\n{}\r\n0\r\n\r\n");
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (400, "chunk_line_too_large"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (400, "chunk_line_too_large")
+    );
     // "X-T: 1234567890\r\n" is 17 bytes; one less fits.
     assert_eq!(send("2\r\n{}\r\n0\r\nX-T: 123456789\r\n\r\n").status, 200);
     let r = send("2\r\n{}\r\n0\r\nX-T: 1234567890\r\n\r\n");
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (400, "trailer_too_large"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (400, "trailer_too_large")
+    );
 }
 
 /// RFC 9112 §6.3: an upstream response with Content-Length and Transfer-Encoding, a signed or
@@ -247,7 +273,9 @@ fn no_content_is_relayed_without_length(engine: &str) {
         c.send(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
         let mut head = String::new();
         let stream = c.stream();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut r = BufReader::new(stream.try_clone().unwrap());
         loop {
             let mut line = String::new();
@@ -258,12 +286,18 @@ fn no_content_is_relayed_without_length(engine: &str) {
             }
         }
         assert!(head.contains("X-Up: 1"), "{head}");
-        assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
         // Keep-alive goes on: the next response on the same connection parses.
         c.send(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
-        assert!(line.starts_with("HTTP/1.1 204") || line.starts_with("HTTP/1.1 304"), "{line}");
+        assert!(
+            line.starts_with("HTTP/1.1 204") || line.starts_with("HTTP/1.1 304"),
+            "{line}"
+        );
     }
 }
 
@@ -286,7 +320,10 @@ fn response_timeout_bounds_the_whole_response(engine: &str) {
     );
     let relay = Relay::start(&cfg);
     let r = post(relay.addr, "/v1/logs", b"{}");
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (504, "upstream_timeout"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (504, "upstream_timeout")
+    );
 }
 
 /// `max_connections` per worker: over it, new connections are closed at accept and counted.
@@ -300,7 +337,10 @@ fn max_connections_per_worker(engine: &str) {
     let mut c = Client::connect(relay.addr);
     c.send(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
     assert!(c.is_closed(), "a third connection is closed at accept");
-    assert_eq!(relay.metric("relay_connections_refused_total{reason=\"max_connections\"}"), 1.0);
+    assert_eq!(
+        relay.metric("relay_connections_refused_total{reason=\"max_connections\"}"),
+        1.0
+    );
     drop(a);
     // Room again once one closes.
     let ok = wait_for(Duration::from_secs(10), || {
@@ -326,9 +366,13 @@ fn upstream_connections_are_bounded(engine: &str) {
     let relay = Relay::start(&cfg);
     let addr = relay.addr;
     let first = std::thread::spawn(move || post(addr, "/v1/logs", b"{}"));
-    wait_for(Duration::from_secs(10), || (up.count() == 1).then_some(())).expect("first request upstream");
+    wait_for(Duration::from_secs(10), || (up.count() == 1).then_some(()))
+        .expect("first request upstream");
     let r = post(relay.addr, "/v1/logs", b"{}");
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (503, "upstream_busy"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (503, "upstream_busy")
+    );
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(first.join().unwrap().status, 504);
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
@@ -352,7 +396,10 @@ fn empty_json_body_on_pii_route(engine: &str) {
         relay.addr,
         "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n",
     );
-    assert_eq!((r.status, r.json()["error"].as_str().unwrap()), (400, "empty_body"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (400, "empty_body")
+    );
     assert_eq!(up.count(), 0);
 }
 
@@ -374,22 +421,34 @@ fn admin_token_guards_every_endpoint_but_healthz() {
     let admin = relay.admin.unwrap();
     assert_eq!(relay.admin_get("/healthz").0, 200);
     for path in ["/metrics", "/readyz"] {
-        let r = http_request(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        let r = http_request(
+            admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
         assert_eq!(r.status, 401, "{path}");
-        assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+        assert!(r
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")));
         assert_eq!(r.json()["error"], "unauthorized");
         let r = http_request(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong-token-0123456789\r\nConnection: close\r\n\r\n"));
         assert_eq!(r.status, 401, "{path}");
         let r = http_request(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"));
         assert_eq!(r.status, 200, "{path}");
     }
-    let r = http_request(admin, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = http_request(
+        admin,
+        "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 401);
 
     // relay check: a non-loopback admin listener needs a token or an explicit opt-out.
     let check = |admin: &str| {
         let p = dir.path().join("check.toml");
-        std::fs::write(&p, format!("{}\n[admin]\n{admin}\n", basic_config("epoll", up.addr, ""))).unwrap();
+        std::fs::write(
+            &p,
+            format!("{}\n[admin]\n{admin}\n", basic_config("epoll", up.addr, "")),
+        )
+        .unwrap();
         std::process::Command::new(relay_bin())
             .args(["check", "--config"])
             .arg(&p)
@@ -398,9 +457,17 @@ fn admin_token_guards_every_endpoint_but_healthz() {
     };
     let out = check("listen = \"0.0.0.0:9901\"");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(err.contains("admin.listen") && err.contains("token_file"), "{err}");
-    assert!(check("listen = \"0.0.0.0:9901\"\nallow_unauthenticated = true").status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("admin.listen") && err.contains("token_file"),
+        "{err}"
+    );
+    assert!(
+        check("listen = \"0.0.0.0:9901\"\nallow_unauthenticated = true")
+            .status
+            .success()
+    );
     assert!(check("listen = \"127.0.0.1:9901\"").status.success());
 }
 
@@ -430,7 +497,10 @@ fn ten_thousand_idle_connections_stay_under_64_mib() {
         .expect("relay holds every connection");
         let rss = rss_kib(relay.pid());
         eprintln!("{engine}: {open} idle keep-alive connections, relay RSS {rss} KiB ({rss_before} KiB before)");
-        assert!(rss < 64 * 1024, "{engine}: RSS {rss} KiB with {open} idle connections");
+        assert!(
+            rss < 64 * 1024,
+            "{engine}: RSS {rss} KiB with {open} idle connections"
+        );
     }
 }
 

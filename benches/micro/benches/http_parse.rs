@@ -6,7 +6,7 @@
 //! a mobile SDK's POST head, a browser-sized head, and app-log bodies in chunked framing.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay_http::{BodyDecoder, BodyFraming, BodyLimits, HeadLimits, RequestHead, HeadScanner};
+use relay_http::{BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadScanner, RequestHead};
 
 const LIMITS: HeadLimits = HeadLimits {
     max_header_bytes: 16 * 1024,
@@ -112,7 +112,8 @@ fn chunked(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(size);
                 b.iter(|| {
                     out.clear();
-                    let mut d = BodyDecoder::new(BodyFraming::Chunked, BodyLimits::new(1 << 20)).unwrap();
+                    let mut d =
+                        BodyDecoder::new(BodyFraming::Chunked, BodyLimits::new(1 << 20)).unwrap();
                     let used = d.decode(black_box(body), &mut out).unwrap();
                     assert!(d.is_done() && used == body.len());
                 })

@@ -18,8 +18,8 @@ use rustls::pki_types::ServerName;
 use crate::config::UpstreamConfig;
 use crate::error::RequestError;
 use crate::metrics::UpstreamMetrics;
-pub use response::UpstreamResponse;
 use pool::{Checkout, Pool};
+pub use response::UpstreamResponse;
 use response::{read_response, ExchangeError};
 use stream::UpstreamStream;
 
@@ -213,19 +213,24 @@ impl Upstream {
 
     /// An idle connection to `node`, or a new one, waiting up to `queue_timeout_ms` when the
     /// node's `max_connections` are all busy (503 `upstream_busy`). `fresh`: a new connection.
-    async fn checkout(&self, node: usize, fresh: bool) -> Result<(UpstreamStream, bool), RequestError> {
+    async fn checkout(
+        &self,
+        node: usize,
+        fresh: bool,
+    ) -> Result<(UpstreamStream, bool), RequestError> {
         let cfg = &self.shared.cfg;
         let limit = Duration::from_millis(cfg.queue_timeout_ms);
-        let (got, expired) = match monoio::time::timeout(limit, self.pool.checkout(node, fresh)).await {
-            Ok(x) => x,
-            Err(_) => {
-                return Err(RequestError::UpstreamBusy {
-                    upstream: self.shared.name.to_string(),
-                    after: limit,
-                    retry_after_s: 1,
-                })
-            }
-        };
+        let (got, expired) =
+            match monoio::time::timeout(limit, self.pool.checkout(node, fresh)).await {
+                Ok(x) => x,
+                Err(_) => {
+                    return Err(RequestError::UpstreamBusy {
+                        upstream: self.shared.name.to_string(),
+                        after: limit,
+                        retry_after_s: 1,
+                    })
+                }
+            };
         self.shared.metrics.open.add(self.worker, -(expired as i64));
         match got {
             Checkout::Idle(s) => {

@@ -153,11 +153,9 @@ pub async fn read_response(
             break;
         }
         if reader.read(decoder.want(256 * 1024)).await? == 0 {
-            decoder
-                .finish_at_eof()
-                .map_err(|_| ExchangeError::Closed {
-                    before_response: false,
-                })?;
+            decoder.finish_at_eof().map_err(|_| ExchangeError::Closed {
+                before_response: false,
+            })?;
             reusable = false;
             break;
         }
