@@ -60,15 +60,6 @@ pub enum RequestError {
         /// Seconds for Retry-After.
         retry_after_s: u32,
     },
-    /// relay is shedding load.
-    #[error("relay is overloaded; retry after {retry_after_s} s")]
-    Overloaded {
-        /// Seconds for Retry-After.
-        retry_after_s: u32,
-    },
-    /// relay is shutting down.
-    #[error("relay is shutting down; retry on another instance")]
-    ShuttingDown,
     /// TCP connect to every tried node failed (refused, unreachable).
     #[error("the upstream {upstream} is unreachable ({detail})")]
     UpstreamUnreachable {
@@ -138,8 +129,6 @@ impl RequestError {
             MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Scrub(e) => (e.status, e.code),
             KafkaBackpressure { .. } => (503, "kafka_backpressure"),
-            Overloaded { .. } => (503, "overloaded"),
-            ShuttingDown => (503, "shutting_down"),
             UpstreamUnreachable { .. } => (502, "upstream_unreachable"),
             UpstreamReset { .. } => (502, "upstream_reset"),
             UpstreamTimeout { .. } => (504, "upstream_timeout"),
@@ -161,7 +150,7 @@ impl RequestError {
             | UpstreamTls { .. }
             | UpstreamBusy { .. } => Fault::Upstream,
             KafkaBackpressure { .. } => Fault::Kafka,
-            Overloaded { .. } | ShuttingDown | Internal => Fault::Internal,
+            Internal => Fault::Internal,
             _ => Fault::Client,
         }
     }
@@ -170,9 +159,7 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             RequestError::KafkaBackpressure { retry_after_s }
-            | RequestError::Overloaded { retry_after_s }
             | RequestError::UpstreamBusy { retry_after_s, .. } => Some(*retry_after_s),
-            RequestError::ShuttingDown => Some(1),
             _ => None,
         }
     }
@@ -181,10 +168,7 @@ impl RequestError {
     /// or the client is too slow).
     pub fn closes_connection(&self) -> bool {
         use RequestError::*;
-        matches!(
-            self,
-            Http(_) | HeaderTimeout(_) | BodyTimeout(_) | ShuttingDown | Internal
-        )
+        matches!(self, Http(_) | HeaderTimeout(_) | BodyTimeout(_) | Internal)
     }
 }
 

@@ -261,7 +261,6 @@ pub const REJECT_REASONS: &[&str] = &[
     "empty_body",
     "kafka_backpressure",
     "overloaded",
-    "shutting_down",
     "upstream_unreachable",
     "upstream_reset",
     "upstream_timeout",

@@ -22,6 +22,7 @@ use relay_http::{BodyDecoder, BodyLimits, HeadLimits, HeadScanner, HttpError, Re
 use crate::error::RequestError;
 use crate::proxy::{self, Handled};
 use crate::reply::{write_error, CONTINUE};
+use crate::state::WorkerView;
 use crate::upstream::stream::read_more;
 use crate::worker::Worker;
 
@@ -131,8 +132,7 @@ impl Connection<'_> {
             }
             match self.read(deadline, READ_CHUNK).await {
                 Read::Data => {}
-                Read::Eof if self.buf.is_empty() => return Err(Stop::Close),
-                // A partial head and then EOF: nothing to answer.
+                // Closed between requests, or mid-head: nothing to answer.
                 Read::Eof => return Err(Stop::Close),
                 Read::Timeout => {
                     return Err(Stop::Reject(RequestError::HeaderTimeout(header_timeout)))
@@ -220,63 +220,68 @@ impl Connection<'_> {
         let worker = self.worker;
         let cfg = &worker.server;
         self.served += 1;
-        let mut keep_alive = head.keep_alive
-            && !worker.shutdown.is_set()
+        let keep_alive = head.keep_alive
             && (cfg.max_requests_per_connection == 0
                 || self.served < cfg.max_requests_per_connection);
         let started = Instant::now();
-        let received_at = SystemTime::now();
         let view = worker.view();
-        let w = worker.index;
-        worker.metrics.inflight.add(w, 1);
-        let body_len = body.len() as u64;
-        let handled = CatchUnwind::new(proxy::handle(
-            worker,
-            &view,
-            &head,
-            body,
-            self.peer,
-            received_at,
-        ))
-        .await
-        .unwrap_or_else(|msg| {
-            worker.metrics.panics.inc(w);
-            tracing::error!(worker = w, peer = %self.peer, panic = %msg, "panic while handling a request; answered 500 and closed the connection");
-            Handled::failed(worker.next_request_id(), self.peer, RequestError::Internal)
-        });
-        keep_alive = keep_alive && !worker.shutdown.is_set();
-        let mut out = Vec::new();
-        let status = match &handled.result {
-            Ok(resp) => {
-                proxy::write_response(&mut out, resp, keep_alive);
-                resp.status
-            }
-            Err(e) => {
-                keep_alive = keep_alive && !e.closes_connection();
-                let (status, code) = e.status_and_code();
-                worker.metrics.rejected(w, code);
-                tracing::debug!(peer = %self.peer, request_id = %handled.request_id(), error = %e, "request not relayed");
-                write_error(&mut out, e, keep_alive, Some(handled.request_id()));
-                status
-            }
-        };
-        let out_len = out.len() as u64;
+        worker.metrics.inflight.add(worker.index, 1);
+        let bytes_in = body.len() as u64;
+        let handled = self.handle(&view, &head, body).await;
+        let keep_alive = keep_alive && !worker.shutdown.is_set();
+        let (out, status, keep_alive) = self.render(&handled, keep_alive);
+        let bytes_out = out.len() as u64;
         // A client that does not read its response within the body deadline is dropped.
         let write_limit = Duration::from_millis(cfg.body_timeout_ms);
         let written = matches!(
             monoio::time::timeout(write_limit, self.stream.write_all(out)).await,
             Ok((Ok(_), _))
         );
-        worker.metrics.inflight.add(w, -1);
+        worker.metrics.inflight.add(worker.index, -1);
         let exchanged = proxy::Exchanged {
             peer: self.peer,
             status,
-            bytes_in: body_len,
-            bytes_out: out_len,
+            bytes_in,
+            bytes_out,
             started,
         };
         proxy::log(worker, &view, &head, &handled, &exchanged);
         written && keep_alive
+    }
+
+    /// The proxy phases, with a panic inside them turned into 500 `internal_error`.
+    async fn handle<'v>(
+        &self,
+        view: &'v WorkerView,
+        head: &RequestHead,
+        body: Vec<u8>,
+    ) -> Handled<'v> {
+        let w = self.worker.index;
+        let phases = proxy::handle(self.worker, view, head, body, self.peer, SystemTime::now());
+        CatchUnwind::new(phases).await.unwrap_or_else(|msg| {
+            self.worker.metrics.panics.inc(w);
+            tracing::error!(worker = w, peer = %self.peer, panic = %msg, "panic while handling a request; answered 500 and closed the connection");
+            Handled::failed(self.worker.next_request_id(), self.peer, RequestError::Internal)
+        })
+    }
+
+    /// The bytes to write for `handled`, its status, and whether keep-alive survives it.
+    fn render(&self, handled: &Handled<'_>, keep_alive: bool) -> (Vec<u8>, u16, bool) {
+        let mut out = Vec::new();
+        match &handled.result {
+            Ok(resp) => {
+                proxy::write_response(&mut out, resp, keep_alive);
+                (out, resp.status, keep_alive)
+            }
+            Err(e) => {
+                let keep_alive = keep_alive && !e.closes_connection();
+                let (status, code) = e.status_and_code();
+                self.worker.metrics.rejected(self.worker.index, code);
+                tracing::debug!(peer = %self.peer, request_id = %handled.request_id(), fault = ?e.fault(), error = %e, "request not relayed");
+                write_error(&mut out, e, keep_alive, Some(handled.request_id()));
+                (out, status, keep_alive)
+            }
+        }
     }
 }
 
