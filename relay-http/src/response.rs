@@ -62,6 +62,15 @@ impl ResponseHead {
             }
         }
         let status = resp.code.unwrap_or(0);
+        // httparse takes any three digits. A status under 100 would be neither interim nor
+        // final-with-body (`< 200` is bodiless): its body would stay on a kept-alive upstream
+        // connection and be read as the next response (found by fuzzing).
+        if status < 100 {
+            return Err(HttpError::invalid(
+                "invalid_response",
+                format!("the status {status:03} is not in 100-999 (RFC 9110 §15)"),
+            ));
+        }
         if status == 101 {
             return Err(HttpError::invalid(
                 "invalid_response",
@@ -184,6 +193,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n",
+            // Regression (fuzzing): a status under 100 was admitted as bodiless and kept-alive.
+            "HTTP/1.1 000 Zero\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 099 Low\r\nContent-Length: 5\r\n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
