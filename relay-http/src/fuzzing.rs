@@ -302,7 +302,11 @@ pub fn check_request_head(data: &[u8]) {
     let whole = RequestHead::parse(buf, limits);
     let span = match scanned {
         Err(e) => {
-            assert_eq!(whole.unwrap_err(), e, "RequestHead::parse disagrees with the scanner");
+            assert_eq!(
+                whole.unwrap_err(),
+                e,
+                "RequestHead::parse disagrees with the scanner"
+            );
             return;
         }
         Ok(None) => {
@@ -405,7 +409,11 @@ pub fn reference_scan(buf: &[u8], max_head: usize) -> Result<Option<HeadSpan>, H
         None => Ok(None),
         Some(f) if Some(f) == end_lf => Ok(Some(HeadSpan { start, end: f + 1 })),
         Some(f) => {
-            let code = if buf[f] == b'\n' { "bare_lf" } else { "bare_cr" };
+            let code = if buf[f] == b'\n' {
+                "bare_lf"
+            } else {
+                "bare_cr"
+            };
             Err(HttpError::invalid(code, ""))
         }
     }
@@ -451,17 +459,31 @@ fn check_request_invariants(head: &RequestHead, span: HeadSpan, limits: HeadLimi
         head.header_count(),
         limits.max_headers
     );
-    assert_ne!(head.framing, BodyFraming::Close, "a request is never close-delimited");
+    assert_ne!(
+        head.framing,
+        BodyFraming::Close,
+        "a request is never close-delimited"
+    );
     assert!(head.minor_version <= 1);
-    let count = |name: &str| head.headers().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+    let count = |name: &str| {
+        head.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    };
     for (n, v) in head.headers() {
         assert!(!n.is_empty() && n.bytes().all(is_tchar), "field name {n:?}");
-        assert!(v.iter().all(|&b| is_field_value_byte(b)), "field value {v:?}");
+        assert!(
+            v.iter().all(|&b| is_field_value_byte(b)),
+            "field value {v:?}"
+        );
     }
     assert!(!head.method().is_empty() && head.method().bytes().all(is_tchar));
     let (cl, te) = (count("content-length"), count("transfer-encoding"));
     assert!(cl <= 1, "more than one Content-Length admitted");
-    assert!(cl == 0 || te == 0, "Content-Length with Transfer-Encoding admitted");
+    assert!(
+        cl == 0 || te == 0,
+        "Content-Length with Transfer-Encoding admitted"
+    );
     match head.framing {
         BodyFraming::Chunked => {
             assert_eq!(te, 1);
@@ -495,8 +517,7 @@ fn check_request_invariants(head: &RequestHead, span: HeadSpan, limits: HeadLimi
     let mut enc = RequestHeadEncoder::new(&mut out, head.method(), path, head.query());
     let mut kept = 0;
     for (n, v) in head.headers() {
-        if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
-        {
+        if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding") {
             continue;
         }
         enc.header(n, v);
@@ -544,7 +565,10 @@ fn check_response_invariants(head: &ResponseHead, request_was_head: bool) {
         assert_eq!(head.framing, BodyFraming::None);
     }
     if head.framing == BodyFraming::Close {
-        assert!(!head.keep_alive, "a close-delimited body on a kept-alive connection");
+        assert!(
+            !head.keep_alive,
+            "a close-delimited body on a kept-alive connection"
+        );
     }
     if let BodyFraming::Length(n) = head.framing {
         assert_eq!(head.content_length, Some(n));
@@ -911,7 +935,10 @@ pub fn feed_body(
     let mut used = 0;
     loop {
         assert!(d.admitted() <= limits.max_body, "admitted over the limit");
-        assert!(out.len() as u64 <= d.admitted(), "yielded more than admitted");
+        assert!(
+            out.len() as u64 <= d.admitted(),
+            "yielded more than admitted"
+        );
         check_want(&d);
         if used == input.len() || d.is_done() {
             break;

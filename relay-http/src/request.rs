@@ -462,7 +462,10 @@ mod tests {
             max_header_bytes: 65536,
             max_headers: u32::MAX as usize,
         };
-        let h = RequestHead::parse(head.as_bytes(), huge).unwrap().unwrap().0;
+        let h = RequestHead::parse(head.as_bytes(), huge)
+            .unwrap()
+            .unwrap()
+            .0;
         assert_eq!(h.header_count(), 1);
         let zero = HeadLimits {
             max_header_bytes: 65536,

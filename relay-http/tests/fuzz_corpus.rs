@@ -88,16 +88,31 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let d = BodyLimits::new(MIB);
     let chunked: &[(&str, &[u8])] = &[
         ("attack_wrap", b"1\r\na\r\nffffffffffffffff\r\n"),
-        ("attack_wrap_data", b"1\r\na\r\nffffffffffffffff\r\nxxxxxxxx"),
+        (
+            "attack_wrap_data",
+            b"1\r\na\r\nffffffffffffffff\r\nxxxxxxxx",
+        ),
         ("size_u64_max", b"ffffffffffffffff\r\n"),
         ("size_overflow", b"10000000000000000\r\n"),
-        ("two_halves_wrap", b"8000000000000000\r\nx\r\n8000000000000000\r\n"),
+        (
+            "two_halves_wrap",
+            b"8000000000000000\r\nx\r\n8000000000000000\r\n",
+        ),
         ("simple", b"5\r\nhello\r\n0\r\n\r\n"),
-        ("two_chunks_next", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nGET / HTTP/1.1\r\n"),
-        ("extensions_trailers", b"5;ext=1;q=\"a\\\"b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT"),
+        (
+            "two_chunks_next",
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
+        ),
+        (
+            "extensions_trailers",
+            b"5;ext=1;q=\"a\\\"b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+        ),
         ("ext_bws", b"5 ;a ; b = \"c\\\"\" \r\nhello\r\n0\r\n\r\n"),
         ("ext_trailing_ws", b"5;a \r\nhello\r\n0\r\n\r\n"),
-        ("leading_zeros", b"000000000000000000001\r\na\r\n0000\r\n\r\n"),
+        (
+            "leading_zeros",
+            b"000000000000000000001\r\na\r\n0000\r\n\r\n",
+        ),
         ("upper_hex", b"A\r\n0123456789\r\n0\r\n\r\n"),
         ("bad_size_ws", b"5 \r\nhello\r\n0\r\n\r\n"),
         ("bad_empty_ext", b"5;\r\nhello\r\n0\r\n\r\n"),
@@ -115,35 +130,102 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("bad_trailer_obs_fold", b"0\r\nA: 1\r\n folded\r\n\r\n"),
         ("bad_trailer_nul", b"0\r\nX: a\x00\r\n\r\n"),
         ("bad_last_bare_cr", b"0\r\n\rX"),
-        ("big_chunk", &[b"20\r\n".as_slice(), &[b'x'; 32], b"\r\n0\r\n\r\n"].concat()),
+        (
+            "big_chunk",
+            &[b"20\r\n".as_slice(), &[b'x'; 32], b"\r\n0\r\n\r\n"].concat(),
+        ),
     ];
     for (name, payload) in chunked {
-        out.push(("body_decoder", format!("chunked_{name}"), body(BodyFraming::Chunked, d, Reads::WHOLE, payload)));
-        out.push(("body_decoder", format!("chunked_{name}_1"), body(BodyFraming::Chunked, d, ONE_BY_ONE, payload)));
+        out.push((
+            "body_decoder",
+            format!("chunked_{name}"),
+            body(BodyFraming::Chunked, d, Reads::WHOLE, payload),
+        ));
+        out.push((
+            "body_decoder",
+            format!("chunked_{name}_1"),
+            body(BodyFraming::Chunked, d, ONE_BY_ONE, payload),
+        ));
     }
     for (name, l, payload) in [
-        ("attack_unlimited", limits(u64::MAX, 4096, 16384), &b"1\r\na\r\nffffffffffffffff\r\n"[..]),
-        ("body_at_limit", limits(4, 4096, 16384), b"4\r\nabcd\r\n0\r\n\r\n"),
-        ("body_over_limit", limits(4, 4096, 16384), b"2\r\nab\r\n3\r\nabc\r\n0\r\n\r\n"),
-        ("line_at_limit", limits(100, 8, 9), b"1;a=bcde\r\nx\r\n0\r\n\r\n"),
-        ("line_over_limit", limits(100, 8, 9), b"1;a=bcdef\r\nx\r\n0\r\n\r\n"),
-        ("trailer_at_limit", limits(100, 8, 9), b"0\r\nA: 1234\r\n\r\n"),
-        ("trailer_over_limit", limits(100, 8, 9), b"0\r\nA: 12345\r\n\r\n"),
+        (
+            "attack_unlimited",
+            limits(u64::MAX, 4096, 16384),
+            &b"1\r\na\r\nffffffffffffffff\r\n"[..],
+        ),
+        (
+            "body_at_limit",
+            limits(4, 4096, 16384),
+            b"4\r\nabcd\r\n0\r\n\r\n",
+        ),
+        (
+            "body_over_limit",
+            limits(4, 4096, 16384),
+            b"2\r\nab\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+        (
+            "line_at_limit",
+            limits(100, 8, 9),
+            b"1;a=bcde\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            "line_over_limit",
+            limits(100, 8, 9),
+            b"1;a=bcdef\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            "trailer_at_limit",
+            limits(100, 8, 9),
+            b"0\r\nA: 1234\r\n\r\n",
+        ),
+        (
+            "trailer_over_limit",
+            limits(100, 8, 9),
+            b"0\r\nA: 12345\r\n\r\n",
+        ),
         ("zero_limits", limits(0, 0, 0), b"0\r\n\r\n"),
     ] {
-        out.push(("body_decoder", format!("chunked_{name}"), body(BodyFraming::Chunked, l, SMALL, payload)));
+        out.push((
+            "body_decoder",
+            format!("chunked_{name}"),
+            body(BodyFraming::Chunked, l, SMALL, payload),
+        ));
     }
     for (name, framing, l, payload) in [
-        ("length_next", BodyFraming::Length(5), d, &b"helloGET / HTTP/1.1\r\n"[..]),
+        (
+            "length_next",
+            BodyFraming::Length(5),
+            d,
+            &b"helloGET / HTTP/1.1\r\n"[..],
+        ),
         ("length_short", BodyFraming::Length(5), d, b"hel"),
         ("length_zero", BodyFraming::Length(0), d, b"NEXT"),
-        ("length_u64_max", BodyFraming::Length(u64::MAX), limits(4, 4096, 16384), b"abcd"),
-        ("length_over_limit", BodyFraming::Length(5), limits(4, 4096, 16384), b"abcde"),
+        (
+            "length_u64_max",
+            BodyFraming::Length(u64::MAX),
+            limits(4, 4096, 16384),
+            b"abcd",
+        ),
+        (
+            "length_over_limit",
+            BodyFraming::Length(5),
+            limits(4, 4096, 16384),
+            b"abcde",
+        ),
         ("close_within", BodyFraming::Close, d, b"all until close"),
-        ("close_over_limit", BodyFraming::Close, limits(2, 4096, 16384), b"abc"),
+        (
+            "close_over_limit",
+            BodyFraming::Close,
+            limits(2, 4096, 16384),
+            b"abc",
+        ),
         ("none", BodyFraming::None, d, b"NEXT"),
     ] {
-        out.push(("body_decoder", name.to_string(), body(framing, l, SMALL, payload)));
+        out.push((
+            "body_decoder",
+            name.to_string(),
+            body(framing, l, SMALL, payload),
+        ));
     }
 
     let requests: &[(&str, &str)] = &[
@@ -194,18 +276,58 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("empty_host", "GET / HTTP/1.1\r\nHost:\r\n\r\n"),
     ];
     for (name, payload) in requests {
-        out.push(("request_head", name.to_string(), request(65536, 100, Reads::WHOLE, payload)));
-        out.push(("request_head", format!("{name}_1"), request(65536, 100, ONE_BY_ONE, payload)));
+        out.push((
+            "request_head",
+            name.to_string(),
+            request(65536, 100, Reads::WHOLE, payload),
+        ));
+        out.push((
+            "request_head",
+            format!("{name}_1"),
+            request(65536, 100, ONE_BY_ONE, payload),
+        ));
     }
     let get = "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n";
-    out.push(("request_head", "max_headers_0".into(), request(65536, 0, SMALL, get)));
-    out.push(("request_head", "max_headers_1".into(), request(65536, 1, SMALL, get)));
-    out.push(("request_head", "max_headers_2".into(), request(65536, 2, SMALL, get)));
-    out.push(("request_head", "max_headers_200".into(), request(65536, 200, SMALL, get)));
-    out.push(("request_head", "max_headers_huge".into(), request(65536, u32::MAX, SMALL, get)));
-    out.push(("request_head", "head_at_limit".into(), request(get.len() as u32, 100, SMALL, get)));
-    out.push(("request_head", "head_over_limit".into(), request(get.len() as u32 - 1, 100, SMALL, get)));
-    out.push(("request_head", "head_limit_0".into(), request(0, 100, SMALL, get)));
+    out.push((
+        "request_head",
+        "max_headers_0".into(),
+        request(65536, 0, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "max_headers_1".into(),
+        request(65536, 1, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "max_headers_2".into(),
+        request(65536, 2, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "max_headers_200".into(),
+        request(65536, 200, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "max_headers_huge".into(),
+        request(65536, u32::MAX, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "head_at_limit".into(),
+        request(get.len() as u32, 100, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "head_over_limit".into(),
+        request(get.len() as u32 - 1, 100, SMALL, get),
+    ));
+    out.push((
+        "request_head",
+        "head_limit_0".into(),
+        request(0, 100, SMALL, get),
+    ));
 
     let responses: &[(&str, bool, &[u8])] = &[
         ("ok_length", false, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"),
@@ -237,10 +359,27 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("cl_negative", false, b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"),
     ];
     for (name, head, payload) in responses {
-        out.push(("response", name.to_string(), response(*head, d, Reads::WHOLE, payload)));
-        out.push(("response", format!("{name}_1"), response(*head, d, ONE_BY_ONE, payload)));
+        out.push((
+            "response",
+            name.to_string(),
+            response(*head, d, Reads::WHOLE, payload),
+        ));
+        out.push((
+            "response",
+            format!("{name}_1"),
+            response(*head, d, ONE_BY_ONE, payload),
+        ));
     }
-    out.push(("response", "body_over_limit".into(), response(false, limits(4, 4096, 16384), SMALL, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")));
+    out.push((
+        "response",
+        "body_over_limit".into(),
+        response(
+            false,
+            limits(4, 4096, 16384),
+            SMALL,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+    ));
     out
 }
 
