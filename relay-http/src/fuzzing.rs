@@ -359,7 +359,7 @@ pub fn check_response(data: &[u8]) {
         else {
             return;
         };
-        check_response_invariants(&head, case.request_was_head);
+        check_response_invariants(&head, &buf[span.start..span.end], case.request_was_head);
         pos += span.end;
         if head.is_interim() {
             interim += 1;
@@ -554,7 +554,7 @@ fn check_request_invariants(head: &RequestHead, span: HeadSpan, limits: HeadLimi
     assert_eq!(again.header_count(), kept + usize::from(length.is_some()));
 }
 
-fn check_response_invariants(head: &ResponseHead, request_was_head: bool) {
+fn check_response_invariants(head: &ResponseHead, raw: &[u8], request_was_head: bool) {
     assert!(
         (100..=999).contains(&head.status),
         "status {} admitted",
@@ -569,6 +569,33 @@ fn check_response_invariants(head: &ResponseHead, request_was_head: bool) {
             !head.keep_alive,
             "a close-delimited body on a kept-alive connection"
         );
+    }
+    // The framing follows from the fields, worked out here independently: the last non-empty
+    // element of the combined Transfer-Encoding list decides (RFC 9112 §6.3, RFC 9110 §5.6.1).
+    let mut hdrs = [httparse::EMPTY_HEADER; 256];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    assert!(resp.parse(raw).is_ok_and(|s| s.is_complete()));
+    let has_te = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let last_coding = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .next_back();
+    if !bodiless {
+        let want = match (has_te, last_coding) {
+            (true, Some(c)) if c.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
+            (true, _) => BodyFraming::Close,
+            (false, _) => head
+                .content_length
+                .map_or(BodyFraming::Close, BodyFraming::Length),
+        };
+        assert_eq!(head.framing, want, "framing of {raw:?}");
     }
     if let BodyFraming::Length(n) = head.framing {
         assert_eq!(head.content_length, Some(n));

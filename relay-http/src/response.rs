@@ -111,11 +111,16 @@ impl ResponseHead {
             }
             if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = true;
-                chunked_last = h
+                // The last coding of the combined list decides; empty list elements are
+                // ignored (RFC 9110 §5.6.1), so `chunked,` is chunked, not close-delimited.
+                if let Some(last) = h
                     .value
                     .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    .map(<[u8]>::trim_ascii)
+                    .find(|c| !c.is_empty())
+                {
+                    chunked_last = last.eq_ignore_ascii_case(b"chunked");
+                }
                 continue;
             }
             if is_hop_by_hop(h.name, &tokens) {
@@ -171,6 +176,27 @@ mod tests {
         assert_eq!(h.relayed, b"HTTP/1.1 200 OK\r\nX-A: b\r\n");
         let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
         assert_eq!(h.framing, BodyFraming::Chunked);
+        // Empty list elements are ignored: still chunked (was close-delimited).
+        for te in [
+            "chunked,",
+            "chunked , ",
+            "gzip, chunked\r\nTransfer-Encoding: ",
+        ] {
+            let h = parse(&format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                (h.framing, h.keep_alive),
+                (BodyFraming::Chunked, true),
+                "{te:?}"
+            );
+        }
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.framing, BodyFraming::Close);
         let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap();
         assert_eq!((h.framing, h.keep_alive), (BodyFraming::Close, false));
         let h = parse("HTTP/1.0 200 OK\r\n\r\n").unwrap();
