@@ -585,8 +585,7 @@ fn check_response_invariants(head: &ResponseHead, raw: &[u8], request_was_head: 
         .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         .flat_map(|h| h.value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-        .next_back();
+        .rfind(|c| !c.is_empty());
     if !bodiless {
         let want = match (has_te, last_coding) {
             (true, Some(c)) if c.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
