@@ -333,13 +333,13 @@ proptest! {
         lf in any::<bool>(),
     ) {
         let mut buf = h.into_bytes();
-        // Insert where the byte before is not a CR (so the LF is bare) and the byte after is
-        // not a LF (so the CR is bare).
-        let mut i = at.index(buf.len());
-        while i > 0 && (buf[i - 1] == b'\r' || buf[i] == b'\n') {
-            i -= 1;
-        }
-        prop_assume!(i >= start && buf[i] != b'\n');
+        // Insert where the byte before is not a CR (so the LF is bare) and the byte there is
+        // not a LF (so the CR is bare), after any skipped empty lines. The start line's first
+        // byte always qualifies.
+        let valid: Vec<usize> = (start..buf.len())
+            .filter(|&i| (i == 0 || buf[i - 1] != b'\r') && buf[i] != b'\n')
+            .collect();
+        let i = valid[at.index(valid.len())];
         buf.insert(i, if lf { b'\n' } else { b'\r' });
         // A bare LF is offending itself; a bare CR is found on the byte after it.
         let offending = if lf { i } else { i + 1 };
