@@ -174,7 +174,9 @@ impl BodyDecoder {
     pub fn want(&self, cap: usize) -> usize {
         match self.kind {
             Kind::Length { remaining } => remaining.min(cap as u64) as usize,
-            Kind::Chunked(Chunk::Data) => self.chunk_left.clamp(16, cap as u64) as usize,
+            // At least 16 to take the data's CRLF and the next size line along, but never
+            // over `cap` (`clamp(16, cap)` panicked for a cap under 16).
+            Kind::Chunked(Chunk::Data) => self.chunk_left.max(16).min(cap as u64) as usize,
             _ => cap.min(16 * 1024),
         }
     }
@@ -583,6 +585,18 @@ mod tests {
         ] {
             decode_all(good, 1 << 20).unwrap();
         }
+    }
+
+    /// Regression (fuzzing): `want` panicked with a cap under 16 inside chunk data.
+    #[test]
+    fn want_never_exceeds_the_cap() {
+        let mut d = chunked(100);
+        d.decode(b"20\r\nab", &mut Vec::new()).unwrap();
+        for cap in [0, 1, 15, 16, 17, usize::MAX] {
+            assert!(d.want(cap) <= cap);
+            assert!(cap == 0 || d.want(cap) >= 1);
+        }
+        assert_eq!(d.want(1024), 30);
     }
 
     #[test]

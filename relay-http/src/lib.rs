@@ -6,7 +6,9 @@
 //!   used for requests and responses alike, with every size checked against its limit in one
 //!   place;
 //! - [`encode`]: the upstream request head and the client response head;
-//! - [`fields`]: field syntax shared by both sides (values, Content-Length, hop-by-hop, hosts).
+//! - [`fields`]: field syntax shared by both sides (values, Content-Length, hop-by-hop, hosts);
+//! - `fuzzing` (feature `fuzzing`, for the fuzz targets and tests only): the invariant checks
+//!   and reference decoders the fuzz targets and the corpus replay share.
 //!
 //! The crate knows no socket and no runtime: callers feed it bytes. It is strict where
 //! RFC 9112 leaves room, because relay sits in front of other parsers: bare LF, bare CR,
@@ -20,6 +22,8 @@ pub mod body;
 pub mod encode;
 pub mod error;
 pub mod fields;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod request;
 pub mod response;
 pub mod scan;

@@ -57,15 +57,17 @@ impl RequestHead {
     /// [`HeadScanner::scan`].
     pub fn parse_complete(head: &[u8], limits: HeadLimits) -> Result<RequestHead, HttpError> {
         // Up to 128 header slots live on the stack, uninitialised (httparse fills what it
-        // uses); a larger configured limit uses the heap.
+        // uses); more use the heap. A field line takes at least 4 bytes (`a:\r\n`), so the head
+        // holds at most `len / 4` fields: more slots than that are never needed, whatever the
+        // configured limit (it once sized the allocation: `u32::MAX` asked for 137 GB).
+        let n_slots = limits.max_headers.min(head.len() / 4 + 1);
         let mut stack_headers =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let mut heap_headers;
-        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= 128
-        {
-            &mut stack_headers[..limits.max_headers.max(1)]
+        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if n_slots <= 128 {
+            &mut stack_headers[..n_slots]
         } else {
-            heap_headers = (0..limits.max_headers)
+            heap_headers = (0..n_slots)
                 .map(|_| std::mem::MaybeUninit::uninit())
                 .collect::<Vec<_>>();
             &mut heap_headers
@@ -454,6 +456,28 @@ mod tests {
                 limit: head.len() - 1
             }
         );
+        // Regression (fuzzing): the limit sized an allocation (`u32::MAX` slots aborted), and
+        // `max_headers: 0` admitted one field.
+        let huge = HeadLimits {
+            max_header_bytes: 65536,
+            max_headers: u32::MAX as usize,
+        };
+        let h = RequestHead::parse(head.as_bytes(), huge)
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(h.header_count(), 1);
+        let zero = HeadLimits {
+            max_header_bytes: 65536,
+            max_headers: 0,
+        };
+        assert_eq!(
+            RequestHead::parse(head.as_bytes(), zero).unwrap_err(),
+            HttpError::TooManyHeaders { limit: 0 }
+        );
+        assert!(RequestHead::parse(b"GET / HTTP/1.0\r\n\r\n", zero)
+            .unwrap()
+            .is_some());
         let big = "a".repeat(70_000);
         assert_eq!(
             code(&format!("GET / HTTP/1.1\r\nX: {big}")),

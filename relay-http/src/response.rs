@@ -62,6 +62,15 @@ impl ResponseHead {
             }
         }
         let status = resp.code.unwrap_or(0);
+        // httparse takes any three digits. A status under 100 would be neither interim nor
+        // final-with-body (`< 200` is bodiless): its body would stay on a kept-alive upstream
+        // connection and be read as the next response (found by fuzzing).
+        if status < 100 {
+            return Err(HttpError::invalid(
+                "invalid_response",
+                format!("the status {status:03} is not in 100-999 (RFC 9110 §15)"),
+            ));
+        }
         if status == 101 {
             return Err(HttpError::invalid(
                 "invalid_response",
@@ -102,11 +111,16 @@ impl ResponseHead {
             }
             if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = true;
-                chunked_last = h
+                // The last coding of the combined list decides; empty list elements are
+                // ignored (RFC 9110 §5.6.1), so `chunked,` is chunked, not close-delimited.
+                if let Some(last) = h
                     .value
                     .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    .map(<[u8]>::trim_ascii)
+                    .find(|c| !c.is_empty())
+                {
+                    chunked_last = last.eq_ignore_ascii_case(b"chunked");
+                }
                 continue;
             }
             if is_hop_by_hop(h.name, &tokens) {
@@ -162,6 +176,27 @@ mod tests {
         assert_eq!(h.relayed, b"HTTP/1.1 200 OK\r\nX-A: b\r\n");
         let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
         assert_eq!(h.framing, BodyFraming::Chunked);
+        // Empty list elements are ignored: still chunked (was close-delimited).
+        for te in [
+            "chunked,",
+            "chunked , ",
+            "gzip, chunked\r\nTransfer-Encoding: ",
+        ] {
+            let h = parse(&format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                (h.framing, h.keep_alive),
+                (BodyFraming::Chunked, true),
+                "{te:?}"
+            );
+        }
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.framing, BodyFraming::Close);
         let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap();
         assert_eq!((h.framing, h.keep_alive), (BodyFraming::Close, false));
         let h = parse("HTTP/1.0 200 OK\r\n\r\n").unwrap();
@@ -184,6 +219,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n",
+            // Regression (fuzzing): a status under 100 was admitted as bodiless and kept-alive.
+            "HTTP/1.1 000 Zero\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 099 Low\r\nContent-Length: 5\r\n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

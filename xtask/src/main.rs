@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -30,6 +31,9 @@ enum Cmd {
     BuildEbpf,
     /// The perf lab: sweeps target rates and writes target/bench/<date>/report.{md,json}.
     Bench(bench::BenchArgs),
+    /// Runs relay-http's fuzz targets (nightly + cargo-fuzz, installed when missing), one or
+    /// all, for `--secs` each (default 60).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,6 +43,7 @@ fn main() -> Result<()> {
         Cmd::Test => test::run(),
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Fuzz(a) => fuzz::run_fuzz(a),
     }
 }
 
