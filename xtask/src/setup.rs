@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `build-ebpf` | [`BUILD`] + [`EBPF`] packages, rust-src, bpf-linker |
 //! | `demo` | [`BUILD`] packages |
-//! | `bench` | [`BUILD`] + [`BENCH`] packages, tansu; with the storm: `build-ebpf`'s |
+//! | `bench` | [`BUILD`] + [`BENCH`] packages; tansu for `full-1w`; with the storm: `build-ebpf`'s |
 //! | `setup`, `test` | everything |
 
 use std::process::Command;
@@ -66,13 +66,17 @@ pub fn for_demo() -> Result<()> {
     apt(BUILD)
 }
 
-/// What `cargo xtask bench` needs; `ebpf` when the run embeds the XDP program (the storm).
-pub fn for_bench(ebpf: bool) -> Result<()> {
+/// What `cargo xtask bench` needs: `ebpf` when the run embeds the XDP program (the storm),
+/// `broker` when it runs the full-work scenario (tansu).
+pub fn for_bench(ebpf: bool, broker: bool) -> Result<()> {
     apt(&[BUILD, BENCH].concat())?;
     if ebpf {
         for_ebpf()?;
     }
-    tansu()
+    if broker {
+        tansu()?;
+    }
+    Ok(())
 }
 
 /// Whether Debian package `p` is installed.

@@ -17,13 +17,21 @@
 //! reached it, Kafka records (not wired yet). Nothing here asserts a speed, except that
 //! `--smoke` fails when requests go unanswered or error.
 //!
-//! Layout: `scenarios` (what runs, the sweep and its steps), `cpus` (pinning), `procs` (child
-//! processes and their `/proc` figures), `broker` (tansu for the full-work scenario),
-//! `report` (the figures, ratios and markdown), `storm` (the connection-storm section).
+//! Every run also measures the reference proxies (`nginx`, `haproxy-http`, `haproxy-tcp`)
+//! pinned where relay's one worker runs, in front of the same stub upstream, under the same
+//! load; the report sets relay's CPU µs/request against theirs, with the load generator's and
+//! the stub upstream's beside each row. `--plan` adds the cores and pods a target rate needs.
+//!
+//! Layout: `scenarios` (what runs, the sweep and its steps), `references` (nginx and HAProxy:
+//! configuration and process), `cpus` (pinning), `procs` (child processes and their `/proc`
+//! figures), `broker` (tansu for the full-work scenario), `report` (the figures, ratios and
+//! markdown), `plan` (the capacity plan), `storm` (the connection-storm section).
 
 mod broker;
 mod cpus;
+mod plan;
 mod procs;
+mod references;
 mod report;
 mod scenarios;
 mod storm;
@@ -34,7 +42,8 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 
 use cpus::cpus;
-use report::{markdown, ratios, Report};
+use plan::PlanAsk;
+use report::{comparisons, markdown, ratios, Report};
 use scenarios::run_scenario;
 use storm::connection_storm;
 
@@ -56,11 +65,12 @@ pub struct BenchArgs {
         default_value = "2000,5000,10000,20000,30000,40000,60000,80000"
     )]
     pub rates: Vec<u64>,
-    /// Scenarios to run: direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w.
+    /// Scenarios to run: direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w, and the
+    /// references nginx, haproxy-http, haproxy-tcp.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,uring-1w,epoll-1w,uring-2w,scrub-1w,full-1w"
+        default_value = "direct,uring-1w,epoll-1w,uring-2w,scrub-1w,full-1w,nginx,haproxy-http,haproxy-tcp"
     )]
     pub scenarios: Vec<String>,
     /// Measured seconds per step.
@@ -93,6 +103,22 @@ pub struct BenchArgs {
     /// wake-up. RT throttling still leaves 5 % of each CPU to the rest of the machine.
     #[arg(long)]
     pub rt: bool,
+    /// Adds a capacity plan to the report: the cores and pods `--target-tps` needs at the safe
+    /// per-core TPS of relay's full job and of nginx (both added to `--scenarios` if missing).
+    #[arg(long)]
+    pub plan: bool,
+    /// Only the capacity plan, from a saved `report.json` (no run, no build).
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub plan_from: Option<PathBuf>,
+    /// The rate the capacity plan is for, in requests/s (the seed team's peak).
+    #[arg(long, default_value_t = 55_000)]
+    pub target_tps: u64,
+    /// CPUs per pod (the CPU quota) of the capacity plan.
+    #[arg(long, default_value_t = 2)]
+    pub pod_cpus: u32,
+    /// The CPU a pod may use at the planned rate, in % (the seed team's 70 %).
+    #[arg(long, default_value_t = 70)]
+    pub headroom_pct: u32,
 }
 
 impl Default for BenchArgs {
@@ -100,11 +126,7 @@ impl Default for BenchArgs {
         BenchArgs {
             smoke: false,
             rates: vec![2000, 5000, 10000, 20000, 30000, 40000, 60000, 80000],
-            scenarios: [
-                "direct", "uring-1w", "epoll-1w", "uring-2w", "scrub-1w", "full-1w",
-            ]
-            .map(String::from)
-            .to_vec(),
+            scenarios: scenarios::ALL.iter().map(|s| s.to_string()).collect(),
             step_secs: 5.0,
             warmup_secs: 1.0,
             connections: 64,
@@ -115,18 +137,34 @@ impl Default for BenchArgs {
             nice: 0,
             rt: false,
             no_storm: false,
+            plan: false,
+            plan_from: None,
+            target_tps: 55_000,
+            pod_cpus: 2,
+            headroom_pct: 70,
         }
     }
 }
 
 impl BenchArgs {
-    /// The smoke configuration: 2 s at 200 requests/s, direct, through relay, and through relay
-    /// scrubbing (where no raw PII value may reach the upstream).
+    /// The smoke configuration: 2 s at 200 requests/s, direct, through relay, through relay
+    /// scrubbing (where no raw PII value may reach the upstream), and through the three
+    /// references (their packages are small and installed by `setup`, so the generated
+    /// configurations are exercised on every `cargo xtask test`).
     pub fn smoke() -> Self {
         BenchArgs {
             smoke: true,
             rates: vec![200],
-            scenarios: vec!["direct".into(), "uring-1w".into(), "scrub-1w".into()],
+            scenarios: [
+                "direct",
+                "uring-1w",
+                "scrub-1w",
+                "nginx",
+                "haproxy-http",
+                "haproxy-tcp",
+            ]
+            .map(String::from)
+            .to_vec(),
             step_secs: 2.0,
             warmup_secs: 0.5,
             connections: 8,
@@ -157,11 +195,42 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args
     };
+    let ask = PlanAsk {
+        target_tps: args.target_tps,
+        p99_ms: args.p99_ms,
+        pod_cpus: args.pod_cpus,
+        headroom_pct: args.headroom_pct,
+    };
+    if let Some(path) = &args.plan_from {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: Report = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a bench report.json", path.display()))?;
+        println!(
+            "Capacity plan from {} (run {}, commit {}){}",
+            path.display(),
+            report.date,
+            report.commit,
+            plan::plan(&report.scenarios, ask).markdown()
+        );
+        return Ok(());
+    }
+    let mut args = args;
+    if args.plan {
+        for (name, _) in plan::PLANNED {
+            if !args.scenarios.iter().any(|s| s == name) {
+                args.scenarios.push(name.to_string());
+            }
+        }
+    }
     let root = crate::root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let storm = !args.smoke && !args.no_storm;
+    crate::setup::for_bench(
+        storm && !args.no_build,
+        args.scenarios.iter().any(|s| s == "full-1w"),
+    )?;
     if !args.no_build {
         if storm {
             // The storm compares XDP admission on and off: embed the program into relay.
@@ -262,6 +331,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         body_size: args.body_size,
         p99_threshold_ms: args.p99_ms,
         ratios: ratios(&scenarios, args.p99_ms),
+        references: comparisons(&scenarios),
+        capacity_plan: args.plan.then(|| plan::plan(&scenarios, ask)),
         scenarios,
     };
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
@@ -270,7 +341,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         note.push_str(&format!("; every lab process at nice {}", args.nice));
     }
     if args.rt {
-        note.push_str("; relay as SCHED_FIFO 1 (`--rt`)");
+        note.push_str("; relay and the references as SCHED_FIFO 1 (`--rt`)");
     }
     let mut md = markdown(&report, &note, use_taskset);
     if storm {

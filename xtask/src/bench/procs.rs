@@ -54,3 +54,45 @@ pub(super) fn rss_mib(pid: u32) -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// `(utime + stime)` of a process and all its descendants (nginx's master and its worker), in
+/// clock ticks. Children are found by their parent pid in `/proc/<pid>/stat`.
+pub(super) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let mut total = cpu_ticks(pid)?;
+    let mut parents = vec![pid];
+    let procs: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, parent_pid(p)?)))
+        .collect();
+    while let Some(parent) = parents.pop() {
+        for &(child, _) in procs.iter().filter(|(_, pp)| *pp == parent) {
+            total += cpu_ticks(child).unwrap_or(0);
+            parents.push(child);
+        }
+    }
+    Some(total)
+}
+
+/// The parent pid of `pid` (field 4 of `/proc/<pid>/stat`).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.get(s.rfind(')')? + 2..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_tree_costs_at_least_its_root() {
+        let me = std::process::id();
+        let own = cpu_ticks(me).unwrap();
+        assert!(tree_cpu_ticks(me).unwrap() >= own);
+        assert_eq!(parent_pid(me), Some(std::os::unix::process::parent_id()));
+    }
+}

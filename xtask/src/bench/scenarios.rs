@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::broker::{kafka_delivered, start_broker, TOPIC};
 use super::cpus::{taskset, Cpus};
-use super::procs::{cpu_ticks, rss_mib, Proc};
+use super::procs::{cpu_ticks, rss_mib, tree_cpu_ticks, Proc};
+use super::references::{self, Reference};
 use super::report::{is_safe, median, Scenario, Step};
 use super::BenchArgs;
 
@@ -29,38 +30,73 @@ pub(super) enum Work {
 
 pub(super) struct ScenarioSpec {
     pub(super) what: &'static str,
+    /// relay's io engine, workers and work; `None` for `direct` and the references.
     pub(super) relay: Option<(&'static str, u32, Work)>,
+    /// The reference proxy in relay's place.
+    pub(super) reference: Option<Reference>,
 }
+
+/// Every scenario, in the default order.
+pub(super) const ALL: &[&str] = &[
+    "direct",
+    "uring-1w",
+    "epoll-1w",
+    "uring-2w",
+    "scrub-1w",
+    "full-1w",
+    "nginx",
+    "haproxy-http",
+    "haproxy-tcp",
+];
 
 pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
     Ok(match name {
         "direct" => ScenarioSpec {
             what: "loadgen -> stub upstream, no relay (the floor)",
             relay: None,
+            reference: None,
         },
         "uring-1w" => ScenarioSpec {
             what: "relay plain proxy, io_uring, 1 worker",
             relay: Some(("io_uring", 1, Work::Proxy)),
+            reference: None,
         },
         "epoll-1w" => ScenarioSpec {
             what: "relay plain proxy, epoll, 1 worker",
             relay: Some(("epoll", 1, Work::Proxy)),
+            reference: None,
         },
         "uring-2w" => ScenarioSpec {
             what: "relay plain proxy, io_uring, 2 workers",
             relay: Some(("io_uring", 2, Work::Proxy)),
+            reference: None,
         },
         "scrub-1w" => ScenarioSpec {
             what: "relay proxy + PII scrubbing (no Kafka), io_uring, 1 worker",
             relay: Some(("io_uring", 1, Work::Scrub)),
+            reference: None,
         },
         "full-1w" => ScenarioSpec {
             what: "relay full work (Kafka + PII scrubbing), io_uring, 1 worker",
             relay: Some(("io_uring", 1, Work::Full)),
+            reference: None,
         },
-        other => {
-            bail!("unknown scenario `{other}` (direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w)")
-        }
+        "nginx" => ScenarioSpec {
+            what: "nginx reference: proxy_pass with upstream keep-alive, 1 worker process, no body work",
+            relay: None,
+            reference: Some(Reference::Nginx),
+        },
+        "haproxy-http" => ScenarioSpec {
+            what: "HAProxy reference: mode http, keep-alive both sides, nbthread 1",
+            relay: None,
+            reference: Some(Reference::HaproxyHttp),
+        },
+        "haproxy-tcp" => ScenarioSpec {
+            what: "HAProxy reference: mode tcp (the floor of a proxy), nbthread 1",
+            relay: None,
+            reference: Some(Reference::HaproxyTcp),
+        },
+        other => bail!("unknown scenario `{other}` ({})", ALL.join(", ")),
     })
 }
 
@@ -166,6 +202,7 @@ pub(super) fn run_scenario(
     BufReader::new(stub.child.stdout.take().unwrap()).read_line(&mut line)?;
     let upstream = line.trim().to_string();
     ensure!(!upstream.is_empty(), "stub-upstream printed no address");
+    let stub_pid = stub.pid();
 
     // relay.
     let mut relay = None;
@@ -173,6 +210,38 @@ pub(super) fn run_scenario(
     let mut admin: Option<String> = None;
     let mut target = upstream.clone();
     sc.pinning = format!("loadgen + stub upstream: CPU {}", cpus.lab);
+    let mut reference = None;
+    if let Some(r) = spec.reference {
+        let Some(prog) = references::find(r.program()) else {
+            let why = format!(
+                "not available: no `{}` on PATH or in /usr/sbin (`cargo xtask setup` installs it)",
+                r.program()
+            );
+            eprintln!("xtask bench: {name}: {why}");
+            sc.skipped = Some(why);
+            return Ok(sc);
+        };
+        // Pinned and prioritised like relay's one worker.
+        let wrap = taskset(
+            use_taskset,
+            if args.rt { i32::MIN } else { args.nice },
+            &cpus.relay1,
+            &prog,
+        );
+        match references::start(r, wrap, &upstream, out) {
+            Ok((p, addr)) => {
+                sc.pinning
+                    .push_str(&format!("; {}: CPU {}", r.program(), cpus.relay1));
+                target = addr;
+                reference = Some(p);
+            }
+            Err(why) => {
+                eprintln!("xtask bench: {name}: {why}");
+                sc.skipped = Some(why);
+                return Ok(sc);
+            }
+        }
+    }
     if let Some((engine, workers, work)) = spec.relay {
         let cfg = match work {
             Work::Full => match start_broker(args, cpus, use_taskset, out) {
@@ -276,12 +345,21 @@ pub(super) fn run_scenario(
         sc.io_engine = info["io_engine"].as_str().map(String::from);
         sc.workers = info["workers"].as_u64();
     }
-    let relay_pid = relay.as_ref().map(|p| p.pid());
+    // The proxy under test: relay (its threads) or a reference (its process tree).
+    let proxy_pid = relay.as_ref().or(reference.as_ref()).map(|p| p.pid());
     // Kafka records are counted only where relay has a Kafka path.
     let kafka_admin = if broker.is_some() {
         admin.as_deref()
     } else {
         None
+    };
+
+    let run = Running {
+        proxy_pid,
+        stub_pid,
+        kafka_admin,
+        upstream: &upstream,
+        target: &target,
     };
 
     // The sweep.
@@ -293,10 +371,7 @@ pub(super) fn run_scenario(
             cpus,
             use_taskset,
             clk_tck,
-            relay_pid,
-            kafka_admin,
-            &upstream,
-            &target,
+            &run,
             Some(rate),
             name,
             i,
@@ -318,16 +393,14 @@ pub(super) fn run_scenario(
             cpus,
             use_taskset,
             clk_tck,
-            relay_pid,
-            kafka_admin,
-            &upstream,
-            &target,
+            &run,
             None,
             name,
             99,
         )?);
     }
     drop(relay);
+    drop(reference);
     drop(stub);
     drop(broker);
 
@@ -341,7 +414,7 @@ pub(super) fn run_scenario(
         .steps
         .iter()
         .filter(|s| s.errors == 0)
-        .filter_map(|s| s.relay_cpu_us_per_req)
+        .filter_map(|s| s.proxy_cpu_us_per_req)
         .collect();
     sc.median_cpu_us_per_req = median(&mut cpu);
     Ok(sc)
@@ -361,6 +434,26 @@ pub(super) fn stub_stats(upstream: &str) -> Result<Value> {
     Ok(serde_json::from_str(body)?)
 }
 
+/// The processes of a running scenario that each step talks to and measures.
+#[derive(Clone, Copy)]
+pub(super) struct Running<'a> {
+    /// The proxy under test (relay, or a reference's master process); `None` for `direct`.
+    proxy_pid: Option<u32>,
+    stub_pid: u32,
+    /// relay's admin address where it has a Kafka path (records are counted there).
+    kafka_admin: Option<&'a str>,
+    upstream: &'a str,
+    /// Where the load generator sends.
+    target: &'a str,
+}
+
+/// CPU microseconds per request from a tick delta (`None` when either reading is missing or
+/// nothing was answered).
+fn us_per_req(ticks: Option<u64>, clk_tck: f64, answered: u64) -> Option<f64> {
+    let t = ticks?;
+    (answered > 0).then(|| t as f64 / clk_tck * 1e6 / answered as f64)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn step(
     args: &BenchArgs,
@@ -369,10 +462,7 @@ pub(super) fn step(
     cpus: &Cpus,
     use_taskset: bool,
     clk_tck: f64,
-    relay_pid: Option<u32>,
-    kafka_admin: Option<&str>,
-    upstream: &str,
-    target: &str,
+    run: &Running,
     rate: Option<u64>,
     name: &str,
     i: usize,
@@ -381,10 +471,18 @@ pub(super) fn step(
         "{name}-{i:02}-{}.json",
         rate.map(|r| r.to_string()).unwrap_or("max".into())
     ));
+    let Running {
+        proxy_pid,
+        stub_pid,
+        kafka_admin,
+        upstream,
+        target,
+    } = *run;
     let before = stub_stats(upstream)?;
     // The counter appears with the first record: absent means 0.
     let kafka0 = kafka_admin.map(|a| kafka_delivered(a).unwrap_or(0));
-    let cpu0 = relay_pid.and_then(cpu_ticks);
+    let cpu0 = proxy_pid.and_then(tree_cpu_ticks);
+    let stub0 = cpu_ticks(stub_pid);
     let t0 = Instant::now();
     let mut cmd = taskset(
         use_taskset,
@@ -410,7 +508,8 @@ pub(super) fn step(
     );
     crate::run(&mut cmd)?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = relay_pid.and_then(cpu_ticks);
+    let cpu1 = proxy_pid.and_then(tree_cpu_ticks);
+    let stub1 = cpu_ticks(stub_pid);
     let after = stub_stats(upstream)?;
     let r: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let u = |v: &Value| v.as_u64().unwrap_or(0);
@@ -430,7 +529,7 @@ pub(super) fn step(
     let answered_total = u(&r["answered_total"]);
     let (cpu_pct, cpu_us) = match (cpu0, cpu1) {
         (Some(a), Some(b)) => {
-            let secs = (b - a) as f64 / clk_tck;
+            let secs = b.saturating_sub(a) as f64 / clk_tck;
             (
                 Some(100.0 * secs / wall),
                 (answered_total > 0).then(|| secs * 1e6 / answered_total as f64),
@@ -450,9 +549,15 @@ pub(super) fn step(
         max_us: u(&lat["max"]),
         errors: u(&e["total"]),
         errors_by_class: by_class,
-        relay_cpu_pct: cpu_pct,
-        relay_cpu_us_per_req: cpu_us,
-        relay_rss_mib: relay_pid.and_then(rss_mib),
+        proxy_cpu_pct: cpu_pct,
+        proxy_cpu_us_per_req: cpu_us,
+        proxy_rss_mib: proxy_pid.and_then(rss_mib),
+        loadgen_cpu_us_per_req: us_per_req(r["cpu_ticks"].as_u64(), clk_tck, answered_total),
+        upstream_cpu_us_per_req: us_per_req(
+            stub0.zip(stub1).map(|(a, b)| b.saturating_sub(a)),
+            clk_tck,
+            answered_total,
+        ),
         upstream_requests: u(&after["requests"]).saturating_sub(u(&before["requests"])),
         pii_violations: u(&after["violations"]).saturating_sub(u(&before["violations"])),
         kafka_records: match (
