@@ -11,11 +11,12 @@
 //! with the lab; the report says so.
 //!
 //! Per step: target and achieved TPS, latency percentiles from the loadgen (measured from
-//! the scheduled send time), errors by class, relay CPU % and CPU microseconds per request
-//! (`/proc/<pid>/stat` utime+stime delta over the step divided by the answers of the step,
-//! warm-up included on both sides), relay RSS, requests seen by the upstream, PII values that
-//! reached it, Kafka records (not wired yet). Nothing here asserts a speed, except that
-//! `--smoke` fails when requests go unanswered or error.
+//! the scheduled send time), errors by class, the proxy's CPU % and CPU microseconds per
+//! request (`/proc/<pid>/stat` utime+stime delta over the step divided by the answers of the
+//! step, warm-up included on both sides), the same per request for the load generator and the
+//! stub upstream, the proxy's RSS, requests seen by the upstream, PII values that reached it,
+//! Kafka records. Nothing here asserts a speed, except that `--smoke` fails when requests go
+//! unanswered or error.
 //!
 //! Every run also measures the reference proxies (`nginx`, `haproxy-http`, `haproxy-tcp`)
 //! pinned where relay's one worker runs, in front of the same stub upstream, under the same

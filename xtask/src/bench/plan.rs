@@ -220,6 +220,7 @@ mod tests {
             loadgen_cpu_us_per_req: None,
             upstream_cpu_us_per_req: None,
             upstream_requests: 0,
+            upstream_connections: 0,
             pii_violations: 0,
             kafka_records: None,
         }

@@ -37,6 +37,10 @@ pub(super) struct Step {
     #[serde(default)]
     pub(super) upstream_cpu_us_per_req: Option<f64>,
     pub(super) upstream_requests: u64,
+    /// Connections the stub upstream accepted during the step (its own stats query not
+    /// counted): a proxy that keeps its upstream connections alive opens few.
+    #[serde(default)]
+    pub(super) upstream_connections: u64,
     pub(super) pii_violations: u64,
     pub(super) kafka_records: Option<u64>,
 }
@@ -399,14 +403,14 @@ fn references_md(r: &Report) -> String {
         .collect();
     let _ = write!(
         m,
-        "| rate | scenario | achieved TPS | p99 ms | errors | proxy CPU µs/req | loadgen CPU µs/req | upstream CPU µs/req |"
+        "| rate | scenario | achieved TPS | p99 ms | errors | proxy CPU µs/req | loadgen CPU µs/req | upstream CPU µs/req | upstream conns |"
     );
     for x in &refs {
         let _ = write!(m, " vs {} |", x.name);
     }
     let _ = writeln!(
         m,
-        "\n|---:|---|---:|---:|---|---:|---:|---:|{}",
+        "\n|---:|---|---:|---:|---|---:|---:|---:|---:|{}",
         "---:|".repeat(refs.len())
     );
     let mut rates: Vec<Option<u64>> = Vec::new();
@@ -430,7 +434,7 @@ fn references_md(r: &Report) -> String {
             let Some(st) = step_of(sc) else { continue };
             let _ = write!(
                 m,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
                 rate.map(|r| r.to_string()).unwrap_or_else(|| "max".into()),
                 sc.name,
                 st.achieved_tps,
@@ -439,6 +443,7 @@ fn references_md(r: &Report) -> String {
                 opt(st.proxy_cpu_us_per_req, 1),
                 opt(st.loadgen_cpu_us_per_req, 1),
                 opt(st.upstream_cpu_us_per_req, 1),
+                st.upstream_connections,
             );
             for x in &refs {
                 let v = step_of(x)

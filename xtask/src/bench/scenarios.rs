@@ -559,6 +559,10 @@ pub(super) fn step(
             answered_total,
         ),
         upstream_requests: u(&after["requests"]).saturating_sub(u(&before["requests"])),
+        // The second stats query's own connection is in `after`.
+        upstream_connections: u(&after["connections"])
+            .saturating_sub(u(&before["connections"]))
+            .saturating_sub(1),
         pii_violations: u(&after["violations"]).saturating_sub(u(&before["violations"])),
         kafka_records: match (
             kafka0,
