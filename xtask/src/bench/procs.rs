@@ -55,23 +55,52 @@ pub(super) fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// `(utime + stime)` of a process and all its descendants (nginx's master and its worker), in
-/// clock ticks. Children are found by their parent pid in `/proc/<pid>/stat`.
-pub(super) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
-    let mut total = cpu_ticks(pid)?;
-    let mut parents = vec![pid];
+/// `pid` and all its descendants (nginx's master and its worker), found by their parent pid
+/// in `/proc/<pid>/stat`.
+pub(super) fn tree(pid: u32) -> Vec<u32> {
     let procs: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| Some((p, parent_pid(p)?)))
-        .collect();
-    while let Some(parent) = parents.pop() {
-        for &(child, _) in procs.iter().filter(|(_, pp)| *pp == parent) {
-            total += cpu_ticks(child).unwrap_or(0);
-            parents.push(child);
-        }
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, parent_pid(p)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            procs
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
     }
-    Some(total)
+    out
+}
+
+/// `(utime + stime)` of a process and all its descendants, in clock ticks.
+pub(super) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let root = cpu_ticks(pid)?;
+    Some(
+        root + tree(pid)[1..]
+            .iter()
+            .filter_map(|&p| cpu_ticks(p))
+            .sum::<u64>(),
+    )
+}
+
+/// The summed RSS of a process and its descendants, in MiB (pages shared between them count
+/// once per process).
+pub(super) fn tree_rss_mib(pid: u32) -> Option<f64> {
+    let root = rss_mib(pid)?;
+    Some(
+        root + tree(pid)[1..]
+            .iter()
+            .filter_map(|&p| rss_mib(p))
+            .sum::<f64>(),
+    )
 }
 
 /// The parent pid of `pid` (field 4 of `/proc/<pid>/stat`).
@@ -93,6 +122,18 @@ mod tests {
         let me = std::process::id();
         let own = cpu_ticks(me).unwrap();
         assert!(tree_cpu_ticks(me).unwrap() >= own);
+        assert_eq!(tree(me)[0], me);
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut child = Proc {
+            child,
+            name: "sleep",
+        };
+        assert!(tree(me).contains(&child.pid()), "{:?}", tree(me));
+        assert!(tree_rss_mib(me).unwrap() >= rss_mib(me).unwrap());
+        let _ = child.child.kill();
         assert_eq!(parent_pid(me), Some(std::os::unix::process::parent_id()));
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::broker::{kafka_delivered, start_broker, TOPIC};
 use super::cpus::{taskset, Cpus};
-use super::procs::{cpu_ticks, rss_mib, tree_cpu_ticks, Proc};
+use super::procs::{cpu_ticks, tree_cpu_ticks, tree_rss_mib, Proc};
 use super::references::{self, Reference};
 use super::report::{is_safe, median, Scenario, Step};
 use super::BenchArgs;
@@ -551,7 +551,7 @@ pub(super) fn step(
         errors_by_class: by_class,
         proxy_cpu_pct: cpu_pct,
         proxy_cpu_us_per_req: cpu_us,
-        proxy_rss_mib: proxy_pid.and_then(rss_mib),
+        proxy_rss_mib: proxy_pid.and_then(tree_rss_mib),
         loadgen_cpu_us_per_req: us_per_req(r["cpu_ticks"].as_u64(), clk_tck, answered_total),
         upstream_cpu_us_per_req: us_per_req(
             stub0.zip(stub1).map(|(a, b)| b.saturating_sub(a)),
