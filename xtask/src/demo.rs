@@ -54,6 +54,7 @@ const LOGS: &[(&str, &str, &str, bool)] = &[
 
 /// Runs the demo.
 pub fn run() -> Result<()> {
+    crate::setup::for_demo()?;
     let root = crate::root();
     crate::run(
         Command::new("cargo")

@@ -1,7 +1,7 @@
 //! `cargo xtask build-ebpf`: builds relay-ebpf for bpfel-unknown-none with nightly.
 //!
-//! Needs nightly with `rust-src` and bpf-linker (built against LLVM 22); installs them when
-//! missing. The object lands in `target/ebpf/bpfel-unknown-none/release/relay-ebpf`, where
+//! Needs nightly with `rust-src` and bpf-linker (built against LLVM 22, so Debian's LLVM 22
+//! first); installs them when missing ([`setup::for_ebpf`]). The object lands in `target/ebpf/bpfel-unknown-none/release/relay-ebpf`, where
 //! relay's build script finds and embeds it on the next `cargo build`.
 
 use std::path::PathBuf;
@@ -13,8 +13,7 @@ use crate::{root, run, setup};
 
 /// Builds the XDP object; returns its path.
 pub fn build() -> Result<Option<PathBuf>> {
-    setup::rust_src()?;
-    setup::bpf_linker()?;
+    setup::for_ebpf()?;
     let root = root();
     let target_dir = root.join("target/ebpf");
     let mut cmd = Command::new("rustup");

@@ -1,5 +1,17 @@
 //! Installs what the tests, the demo and the lab need and a fresh machine lacks: Debian
-//! packages, rust-src for nightly, bpf-linker built against LLVM 22, and the tansu broker.
+//! packages, rust-src for nightly, bpf-linker built against LLVM 22, the tansu broker, and the
+//! reference proxies of the lab (nginx, HAProxy).
+//!
+//! Every `cargo xtask` command calls the steps it depends on (`setup` and `test` call them
+//! all): each step first asks whether its tool is already there (`dpkg-query`, `rustup
+//! component list`, PATH), so a second call costs a few milliseconds per package.
+//!
+//! | command | steps |
+//! | --- | --- |
+//! | `build-ebpf` | [`BUILD`] + [`EBPF`] packages, rust-src, bpf-linker |
+//! | `demo` | [`BUILD`] packages |
+//! | `bench` | [`BUILD`] + [`BENCH`] packages; tansu for `full-1w`; with the storm: `build-ebpf`'s |
+//! | `setup`, `test` | everything |
 
 use std::process::Command;
 
@@ -7,44 +19,87 @@ use anyhow::Result;
 
 use crate::{have, run};
 
-/// Debian packages: C build tools for librdkafka, LLVM 22 for bpf-linker, iproute2 for the
-/// namespace tests, systemd for `systemd-analyze verify`, linux-perf for profiling.
-pub const APT_PACKAGES: &[&str] = &[
+/// C build tools for librdkafka (rdkafka-sys builds it with cmake): everything that builds
+/// relay or xtask needs them.
+pub const BUILD: &[&str] = &[
     "build-essential",
     "cmake",
     "pkg-config",
     "zlib1g-dev",
     "libzstd-dev",
-    "llvm-22-dev",
-    "libpolly-22-dev",
+];
+
+/// LLVM 22, which bpf-linker is built against (Debian's default `llvm-config` is LLVM 14).
+pub const EBPF: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
+
+/// The test suites: iproute2 for the namespace tests, systemd for `systemd-analyze verify`,
+/// the Prometheus client for the dashboard check, linux-perf for profiling.
+pub const TEST: &[&str] = &[
     "iproute2",
     "systemd",
     "linux-perf",
     "python3-prometheus-client",
 ];
 
-/// Everything.
+/// The perf lab: the reference proxies relay is measured against, and iproute2 for the
+/// connection storm's namespaces.
+pub const BENCH: &[&str] = &["nginx", "haproxy", "iproute2"];
+
+/// Everything (`cargo xtask setup`, `cargo xtask test`).
 pub fn all() -> Result<()> {
-    apt()?;
+    apt(&[BUILD, EBPF, TEST, BENCH].concat())?;
     rust_src()?;
     bpf_linker()?;
     tansu()?;
     Ok(())
 }
 
-/// Installs the missing Debian packages (one `apt-get update` only when something is missing).
-pub fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
-        })
-        .collect();
+/// What `cargo xtask build-ebpf` needs.
+pub fn for_ebpf() -> Result<()> {
+    apt(&[BUILD, EBPF].concat())?;
+    rust_src()?;
+    bpf_linker()
+}
+
+/// What `cargo xtask demo` needs (it builds relay; its Kafka is rdkafka's mock cluster).
+pub fn for_demo() -> Result<()> {
+    apt(BUILD)
+}
+
+/// What `cargo xtask bench` needs: `ebpf` when the run embeds the XDP program (the storm),
+/// `broker` when it runs the full-work scenario (tansu).
+pub fn for_bench(ebpf: bool, broker: bool) -> Result<()> {
+    apt(&[BUILD, BENCH].concat())?;
+    if ebpf {
+        for_ebpf()?;
+    }
+    if broker {
+        tansu()?;
+    }
+    Ok(())
+}
+
+/// Whether Debian package `p` is installed.
+fn installed(p: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", p])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the missing ones of `packages` (one `apt-get update` only when something is
+/// missing). Without `dpkg-query` (not Debian) it says what it would need and goes on.
+pub fn apt(packages: &[&str]) -> Result<()> {
+    if !have("dpkg-query") {
+        eprintln!(
+            "xtask: not a Debian system: make sure these are installed: {}",
+            packages.join(" ")
+        );
+        return Ok(());
+    }
+    let mut missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -80,11 +135,13 @@ pub fn rust_src() -> Result<()> {
     Ok(())
 }
 
-/// bpf-linker against Debian's LLVM 22 (its default llvm-config is LLVM 14).
+/// bpf-linker against Debian's LLVM 22 (its default llvm-config is LLVM 14). Installs LLVM 22
+/// first: bpf-linker's build script fails without it.
 pub fn bpf_linker() -> Result<()> {
     if have("bpf-linker") {
         return Ok(());
     }
+    apt(&[BUILD, EBPF].concat())?;
     run(Command::new("cargo")
         .args([
             "install",
@@ -97,8 +154,8 @@ pub fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
 
-/// The tansu Kafka-protocol broker, for the tests against a real broker process (they look
-/// for `$TANSU`, then `~/.cargo/bin/tansu`, then PATH).
+/// The tansu Kafka-protocol broker, for the tests against a real broker process and the lab's
+/// full-work scenario (they look for `$TANSU`, then `~/.cargo/bin/tansu`, then PATH).
 pub fn tansu() -> Result<()> {
     let in_cargo_home = std::env::var_os("HOME")
         .map(|h| std::path::Path::new(&h).join(".cargo/bin/tansu").exists())
@@ -106,5 +163,6 @@ pub fn tansu() -> Result<()> {
     if have("tansu") || in_cargo_home {
         return Ok(());
     }
+    apt(BUILD)?;
     run(Command::new("cargo").args(["install", "--locked", "tansu", "--features", "dynostore"]))
 }

@@ -139,6 +139,10 @@ struct Report {
     /// send (closed loop).
     latency_us: Latency,
     errors: Errors,
+    /// This process's CPU time (`/proc/self/stat` utime+stime, clock ticks) from the first
+    /// connection to the last answer (building the request pool excluded): over
+    /// `answered_total`, what the load generator spent per request.
+    cpu_ticks: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -252,10 +256,15 @@ fn main() -> Result<()> {
         .next()
         .with_context(|| format!("{target} resolves to nothing"))?;
 
-    let report =
+    let cpu0 = relay_lab::self_cpu_ticks();
+    let mut report =
         tokio_uring::builder()
             .entries(1024)
             .start(run(args.clone(), addr, target, path, pool))?;
+    report.cpu_ticks = match (cpu0, relay_lab::self_cpu_ticks()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     print_table(&report);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
@@ -401,6 +410,7 @@ async fn run(
             mean: if h.is_empty() { 0.0 } else { h.mean() },
         },
         errors: c.errors.clone(),
+        cpu_ticks: None,
     })
 }
 
