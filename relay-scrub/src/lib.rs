@@ -243,6 +243,28 @@ impl Scrubber {
         Ok(scrubbed)
     }
 
+    /// The simd engine alone, without the egress guard: `None` when it would hand the body to
+    /// the walker. For the differential tests and benchmarks only.
+    #[doc(hidden)]
+    pub fn scrub_body_simd_only(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<Result<(Vec<u8>, u64), ScrubError>> {
+        let kind = match media::body_kind(content_type) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = check_utf8(body) {
+            return Some(Err(e));
+        }
+        match self.walk_simd(body, kind) {
+            Ok(r) => Some(Ok(r)),
+            Err(None) => None,
+            Err(Some(e)) => Some(Err(e)),
+        }
+    }
+
     fn walk_reference(&self, body: &[u8], kind: BodyKind) -> Result<(Vec<u8>, u64), ScrubError> {
         let mut w = Walker::new(body, &self.matcher, &self.hasher, self.max_depth, false);
         walk(body, kind, |s, e, line| {
