@@ -333,6 +333,18 @@ impl Scrubber {
         )
     }
 
+    /// The request's query as forwarded: PII parameters hashed ([`Scrubber::scrub_query`]),
+    /// then the egress guard ([`Scrubber::guard_query`]). `Ok(None)` when nothing changed.
+    pub fn scrub_query_guarded(
+        &self,
+        query: &str,
+        findings: &mut Vec<Finding>,
+    ) -> Result<Option<String>, ScrubError> {
+        let scrubbed = self.scrub_query(query);
+        let guarded = self.guard_query(scrubbed.as_deref().unwrap_or(query), findings)?;
+        Ok(guarded.or(scrubbed))
+    }
+
     /// The egress guard over a (scrubbed) query string: `Ok(None)` when nothing changed,
     /// `Ok(Some(q))` when `hash` detectors replaced spans; `report` findings are appended to
     /// `findings`; `reject` gives 422 `pii_detected`.

@@ -137,12 +137,18 @@ async fn forward(
             })?;
     }
 
-    // 2. Scrub (fail closed: an error here means nothing is forwarded).
+    // 2. Scrub (fail closed: an error here means nothing is forwarded), then the egress guard.
+    // TODO(issue 14): count guard findings (`report`) and publish them to quarantine_topic.
+    let mut findings = Vec::new();
     let (body, query) = match scrubber {
         Some(s) => {
             let scrubbed = s.scrub_body(content_type, content_encoding, &body)?;
             *fields_hashed += scrubbed.fields_hashed;
-            let q = head.query().and_then(|q| s.scrub_query(q));
+            findings.extend(scrubbed.findings);
+            let q = match head.query() {
+                Some(q) => s.scrub_query_guarded(q, &mut findings)?,
+                None => None,
+            };
             (scrubbed.body, q)
         }
         None => (body, None),
@@ -184,7 +190,11 @@ async fn forward(
                 *fields_hashed += 1;
                 req.extend_from_slice(s.hash_value(value).as_bytes())
             }
-            _ => req.extend_from_slice(value),
+            Some(s) => match s.guard_header(name, value, &mut findings)? {
+                Some(v) => req.extend_from_slice(&v),
+                None => req.extend_from_slice(value),
+            },
+            None => req.extend_from_slice(value),
         }
         req.extend_from_slice(b"\r\n");
     }
