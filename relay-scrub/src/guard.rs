@@ -776,7 +776,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The IBAN check: 15–34 alphanumerics after removing spaces, mod 97 == 1.

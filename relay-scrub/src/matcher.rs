@@ -35,8 +35,11 @@ pub(crate) struct Matcher {
     /// Names compared without ASCII case.
     ci: bool,
     /// Key/value shapes: (name member, value member).
-    kv: Vec<(Box<[u8]>, Box<[u8]>)>,
+    kv: Vec<KvShape>,
 }
+
+/// One key/value shape: (name member, value member).
+pub(crate) type KvShape = (Box<[u8]>, Box<[u8]>);
 
 #[inline]
 fn name_eq(ci: bool, a: &[u8], b: &[u8]) -> bool {
@@ -144,7 +147,7 @@ impl Matcher {
 
     /// The key/value shapes: (name member, value member).
     #[inline]
-    pub(crate) fn kv_shapes(&self) -> &[(Box<[u8]>, Box<[u8]>)] {
+    pub(crate) fn kv_shapes(&self) -> &[KvShape] {
         &self.kv
     }
 

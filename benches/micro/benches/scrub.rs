@@ -1,9 +1,9 @@
 //! PII scrubbing micro-benchmark, both engines side by side: one JSON event of about 0.5, 1, 4
 //! and 64 KiB with 3 PII fields (`user_id`, `device_id`, `order_no`), and NDJSON batches of 100
 //! such events (0.5 and 1 KiB each), scrubbed with HMAC-SHA-256 through `Scrubber::scrub_body`
-//! (what the proxy calls). `simd` is the simd-json engine (production), `walker` the strict
-//! scalar walker (the reference). Criterion reports time per iteration and throughput in bytes of
-//! input.
+//! (what the proxy calls). `simd` is the simd-json engine, `walker` the strict scalar walker
+//! (the reference), `auto` the production default (simd from 2 KiB per JSON text, walker below).
+//! Criterion reports time per iteration and throughput in bytes of input.
 //!
 //! Also, for the split: `walk_only_no_pii` (a policy that matches nothing: validation, walk and
 //! copy alone) and `hmac_3_values` (the three pseudonyms alone).
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(group);
         for (name, ct, body, want) in &inputs {
             g.throughput(Throughput::Bytes(body.len() as u64));
-            for engine in [Engine::Simd, Engine::Walker] {
+            for engine in [Engine::Simd, Engine::Walker, Engine::Auto] {
                 let s = s.clone().with_engine(engine);
                 let out = s.scrub_body(Some(ct), None, body).expect("valid input");
                 if group == "scrub_event_3_pii" {
@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
                 let label = match engine {
                     Engine::Simd => "simd",
                     Engine::Walker => "walker",
+                    Engine::Auto => "auto",
                 };
                 g.bench_with_input(BenchmarkId::new(label, name), body, |b, body| {
                     b.iter(|| {
