@@ -43,6 +43,9 @@ struct Scratch {
     input: Vec<u8>,
 }
 
+/// Texts larger than this (bytes) get fresh buffers that are dropped after use.
+const MAX_KEPT_SCRATCH_BYTES: usize = 1 << 20;
+
 thread_local! {
     static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
@@ -77,7 +80,12 @@ fn with_structurals<R>(text: &[u8], f: impl FnOnce(&[u32]) -> R) -> Option<R> {
         )
         .is_ok();
         scratch.tape = tape.reset();
-        ok.then(|| f(scratch.buffers.structural_indexes()))
+        let r = ok.then(|| f(scratch.buffers.structural_indexes()));
+        // Do not keep a worker's peak body size around for ever.
+        if scratch.input.capacity() > MAX_KEPT_SCRATCH_BYTES {
+            *slot = None;
+        }
+        r
     })
 }
 
