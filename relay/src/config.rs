@@ -709,7 +709,7 @@ impl Config {
         }
 
         for (name, policy) in &self.pii {
-            policy.validate(&format!("pii.{name}"), p);
+            crate::scrub::validate_policy(policy, &format!("pii.{name}"), p);
         }
         if let Some(k) = &self.kafka {
             k.validate("kafka", p);

@@ -53,6 +53,10 @@ enum Cmd {
         /// The body: a file, or `-` (default) for standard input.
         #[arg(default_value = "-")]
         input: PathBuf,
+        /// Print the sanitization receipt (`relay-policy`, `relay-scrubbed-sha256`,
+        /// `relay-pii-count`, one `name: value` per line) instead of the scrubbed body.
+        #[arg(long)]
+        receipt: bool,
     },
     /// Checks this host for what relay needs (CPU quota, io_uring, BPF, limits, sysctls,
     /// brokers, upstreams); exits non-zero when a check fails.
@@ -92,6 +96,7 @@ fn scrub(
     route: &str,
     content_type: &str,
     input: &std::path::Path,
+    receipt: bool,
 ) -> i32 {
     use std::io::{Read, Write};
     let cfg = match relay::config::Config::load(config) {
@@ -112,7 +117,17 @@ fn scrub(
         return 1;
     }
     match relay::scrub::scrub_offline(&cfg, route, Some(content_type), &body) {
-        Ok(out) => {
+        Ok((out, r)) => {
+            let out = if receipt {
+                let r = r.unwrap_or_else(|| relay::scrub::Receipt::new("none", "-", &out, 0));
+                let mut text = String::new();
+                for (name, value) in r.headers() {
+                    text.push_str(&format!("{name}: {value}\n"));
+                }
+                text.into_bytes()
+            } else {
+                out
+            };
             let mut stdout = std::io::stdout().lock();
             if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
                 return 1;
@@ -138,7 +153,8 @@ fn main() -> ExitCode {
             route,
             content_type,
             input,
-        } => scrub(&config, &route, &content_type, &input),
+            receipt,
+        } => scrub(&config, &route, &content_type, &input, receipt),
         Cmd::Doctor { config } => match config.map(|c| relay::config::Config::load(&c)) {
             None => relay::doctor::run(None),
             Some(Ok(c)) => relay::doctor::run(Some(&c)),

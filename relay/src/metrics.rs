@@ -259,6 +259,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "unsupported_media_type",
     "unsupported_content_encoding",
     "empty_body",
+    "pii_detected",
     "kafka_backpressure",
     "overloaded",
     "upstream_unreachable",

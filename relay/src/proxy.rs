@@ -22,7 +22,7 @@ use relay_http::{RequestHead, RequestHeadEncoder};
 use crate::error::RequestError;
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
-use crate::scrub::Scrubber;
+use crate::scrub::{Finding, Scrubber};
 use crate::state::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
@@ -41,6 +41,8 @@ pub struct RequestCtx<'v> {
     pub received_at: SystemTime,
     /// PII values hashed so far (body, query and headers).
     pub fields_hashed: u64,
+    /// What the egress guard reported (detectors whose action is `report`) in what is forwarded.
+    pub findings: Vec<Finding>,
 }
 
 /// The outcome of a request (for the response and the log phase).
@@ -62,6 +64,7 @@ impl Handled<'_> {
                 peer,
                 received_at: SystemTime::now(),
                 fields_hashed: 0,
+                findings: Vec::new(),
             },
             result: Err(err),
         }
@@ -97,6 +100,7 @@ pub async fn handle<'v>(
         peer,
         received_at,
         fields_hashed: 0,
+        findings: Vec::new(),
     };
     let result = run_phases(&mut ctx, worker, view, head, body).await;
     Handled { ctx, result }
@@ -112,7 +116,7 @@ async fn run_phases<'v>(
     let route = route(ctx, view, head)?;
     publish_original(ctx, worker, route, head, &body)?;
     let (body, query) = scrub(ctx, head, body)?;
-    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref());
+    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
     drop(body);
     exchange(view, route, head, request).await
 }
@@ -187,9 +191,10 @@ pub fn publish_original(
 }
 
 /// Phase 3, after the original is handed over: scrubs the body and the query with the route's
-/// policy (headers are hashed while the upstream head is built). Fail closed: refuses 400/415
-/// for a body the policy cannot read, and 400 `empty_body` for a zero-length JSON body sent
-/// with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
+/// policy, then runs the egress guard over them (headers are hashed and guarded while the
+/// upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
+/// 422 `pii_detected` when a `reject` detector fires, and 400 `empty_body` for a zero-length
+/// JSON body sent with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
 pub fn scrub(
     ctx: &mut RequestCtx<'_>,
     head: &RequestHead,
@@ -207,14 +212,19 @@ pub fn scrub(
     }
     let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), &body)?;
     ctx.fields_hashed += scrubbed.fields_hashed;
-    let query = head.query().and_then(|q| s.scrub_query(q));
+    ctx.findings.extend(scrubbed.findings);
+    let query = match head.query() {
+        Some(q) => s.scrub_query_guarded(q, &mut ctx.findings)?,
+        None => None,
+    };
     Ok((scrubbed.body, query))
 }
 
 /// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
 /// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
 /// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`, then the
-/// body with its Content-Length. Refuses nothing.
+/// body with its Content-Length. Refuses 422 `pii_detected` when a `reject` detector of the
+/// egress guard fires on a forwarded header.
 pub fn build_upstream_request(
     ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
@@ -222,7 +232,7 @@ pub fn build_upstream_request(
     head: &RequestHead,
     body: &[u8],
     query: Option<&str>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, RequestError> {
     let upstream = &view.upstreams[route.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
     let mut enc =
@@ -247,12 +257,14 @@ pub fn build_upstream_request(
         match ctx.scrubber {
             Some(s) if s.is_pii_header(&name.to_ascii_lowercase()) => {
                 ctx.fields_hashed += 1;
-                enc.header(name, s.hash_value(value).as_bytes());
+                enc.header(name, s.hash_value(value).as_bytes())
             }
-            _ => {
-                enc.header(name, value);
-            }
-        }
+            Some(s) => match s.guard_header(name, value, &mut ctx.findings)? {
+                Some(v) => enc.header(name, &v),
+                None => enc.header(name, value),
+            },
+            None => enc.header(name, value),
+        };
     }
     let peer_ip = ctx.peer.ip().to_string();
     match xff {
@@ -270,7 +282,7 @@ pub fn build_upstream_request(
     let omit_length = body.is_empty() && bodyless_method && head.header("content-length").is_none();
     enc.finish((!omit_length).then_some(body.len() as u64));
     req.extend_from_slice(body);
-    req
+    Ok(req)
 }
 
 /// Phase 5: sends the request to the route's upstream and reads its whole response. Refuses

@@ -50,7 +50,7 @@ impl Snapshot {
         }
         let mut scrubbers = HashMap::new();
         for (name, p) in &config.pii {
-            let s = Scrubber::new(p).map_err(|e| format!("pii.{name}: {e}"))?;
+            let s = crate::scrub::build(p).map_err(|e| format!("pii.{name}: {e}"))?;
             scrubbers.insert(name.clone(), s);
         }
         let digest = Sha256::digest(file_bytes);

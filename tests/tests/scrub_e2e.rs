@@ -364,3 +364,87 @@ fn relay_scrub_prints_what_the_upstream_receives() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_json"));
 }
+
+/// The egress guard (`[pii.NAME.guard]`): `reject` refuses with 422 `pii_detected` whether the
+/// data is in the body, the query or a header, and nothing reaches the upstream; `hash` replaces
+/// the matched span; `relay scrub --receipt` prints the receipt of exactly what was forwarded.
+#[test]
+fn egress_guard_rejects_or_hashes_and_receipts_match() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("pii.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let up = StubUpstream::start(Behavior::default());
+    let cfg = format!(
+        "{}\n[pii.default.guard]\nemail = \"reject\"\ncard = \"hash\"\n",
+        scrub_config("epoll", up.addr, &key_file)
+    );
+    let relay = Relay::start(&cfg);
+    let json = "Content-Type: application/json\r\n";
+    for (target, headers, body, place) in [
+        (
+            "/v1/logs",
+            json.to_string(),
+            r#"{"user_id":"u1","note":"write to carol@example.com"}"#,
+            "$.note",
+        ),
+        (
+            "/v1/logs?to=carol%40example.com",
+            json.to_string(),
+            r#"{"user_id":"u1"}"#,
+            "query.to",
+        ),
+        (
+            "/v1/logs",
+            format!("{json}X-Note: carol@example.com\r\n"),
+            r#"{"user_id":"u1"}"#,
+            "header.x-note",
+        ),
+    ] {
+        let r = send(&relay, target, &headers, body.as_bytes());
+        assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        assert_eq!(r.json()["error"], "pii_detected");
+        assert!(text.contains(place) && text.contains("email"), "{text}");
+        assert!(!text.contains("carol"), "the error echoes PII: {text}");
+    }
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing of a refused request reaches the upstream"
+    );
+    assert_eq!(
+        relay.metric("relay_rejected_requests_total{reason=\"pii_detected\"}"),
+        3.0
+    );
+
+    let body = r#"{"user_id":"u1","pay":"card 4111 1111 1111 1111 ok"}"#;
+    let r = send(&relay, "/v1/logs", json, body.as_bytes());
+    assert_eq!(r.status, 200);
+    let got = up.requests().pop().unwrap().body;
+    let got_s = String::from_utf8(got.clone()).unwrap();
+    assert!(
+        !got_s.contains("4111") && got_s.contains("\"card "),
+        "{got_s}"
+    );
+
+    let file = relay.dir.path().join("card.json");
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new(relay_bin())
+        .args(["scrub", "--receipt", "--route", "logs", "--config"])
+        .arg(&relay.config_path)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = receipt.lines().collect();
+    assert_eq!(lines.len(), 3, "{receipt}");
+    assert!(lines[0].starts_with("relay-policy: default:"), "{receipt}");
+    let sha = lines[1].strip_prefix("relay-scrubbed-sha256: ").unwrap();
+    assert_eq!(sha, relay::scrub::hashing::Hasher::Sha256.hex(&got));
+    assert_eq!(lines[2], "relay-pii-count: 2");
+}

@@ -1,15 +1,17 @@
-//! PII scrubbing micro-benchmark: one JSON event of about 0.5, 1 and 4 KB with 3 PII fields
-//! (`user_id`, `device_id`, `order_no`), scrubbed in place with HMAC-SHA-256 through the same
-//! `Scrubber::scrub_body` the proxy calls. Criterion reports time per iteration (= ns per event)
-//! and throughput in bytes of input (MB/s).
+//! PII scrubbing micro-benchmark, both engines side by side: one JSON event of about 0.5, 1, 4
+//! and 64 KiB with 3 PII fields (`user_id`, `device_id`, `order_no`), and NDJSON batches of 100
+//! such events (0.5 and 1 KiB each), scrubbed with HMAC-SHA-256 through `Scrubber::scrub_body`
+//! (what the proxy calls). `simd` is the simd-json engine, `walker` the strict scalar walker
+//! (the reference), `auto` the production default (simd from 2 KiB per JSON text, walker below).
+//! Criterion reports time per iteration and throughput in bytes of input.
 //!
-//! Also, for the split: `walk_only_no_pii` (same events, nothing matches: the validating walk
-//! and copy) and `hmac_3_values` (the three pseudonyms alone).
+//! Also, for the split: `walk_only_no_pii` (a policy that matches nothing: validation, walk and
+//! copy alone) and `hmac_3_values` (the three pseudonyms alone).
 //!
 //! Run: `cargo bench -p relay-micro --bench scrub`
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay::scrub::{PiiPolicyConfig, Scrubber};
+use relay_scrub::{ActiveKey, Engine, PiiPolicyConfig, Scrubber};
 
 /// A realistic app log event padded to about `size` bytes.
 fn event(size: usize) -> Vec<u8> {
@@ -27,66 +29,92 @@ fn event(size: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// `n` events of about `size` bytes, one per line.
+fn batch(size: usize, n: usize) -> Vec<u8> {
+    let e = event(size);
+    let mut b = Vec::with_capacity((e.len() + 1) * n);
+    for _ in 0..n {
+        b.extend_from_slice(&e);
+        b.push(b'\n');
+    }
+    b
+}
+
 fn scrubber(fields: &[&str]) -> Scrubber {
-    std::env::set_var("RELAY_BENCH_PII_KEY", "0123456789abcdef0123456789abcdef");
-    Scrubber::new(&PiiPolicyConfig {
-        fields: fields.iter().map(|f| f.to_string()).collect(),
-        key_env: Some("RELAY_BENCH_PII_KEY".into()),
-        key_id: Some("bench".into()),
-        ..PiiPolicyConfig::default()
-    })
+    Scrubber::new(
+        &PiiPolicyConfig {
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            key_id: Some("bench".into()),
+            ..PiiPolicyConfig::default()
+        },
+        Some(ActiveKey {
+            id: Some("bench"),
+            bytes: b"0123456789abcdef0123456789abcdef",
+        }),
+    )
     .expect("bench policy")
 }
 
 fn bench(c: &mut Criterion) {
-    let s = scrubber(&["user_id", "device_id", "order_no"]);
-    let mut g = c.benchmark_group("scrub_event_3_pii");
-    for size in [512usize, 1024, 4096] {
-        let body = event(size);
-        let out = s
-            .scrub_body(Some("application/json"), None, &body)
-            .expect("valid event");
-        assert_eq!(out.fields_hashed, 3);
-        g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{}B", body.len())),
-            &body,
-            |b, body| {
-                b.iter(|| {
-                    s.scrub_body(Some("application/json"), None, black_box(body))
-                        .expect("valid event")
-                })
-            },
-        );
-    }
-    g.finish();
-
-    // The same events with a policy that matches nothing: the validating walk and copy alone.
+    let pii = scrubber(&["user_id", "device_id", "order_no"]);
     let none = scrubber(&["no_such_field"]);
-    let mut g = c.benchmark_group("walk_only_no_pii");
-    for size in [512usize, 1024, 4096] {
-        let body = event(size);
-        g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{}B", body.len())),
-            &body,
-            |b, body| {
-                b.iter(|| {
-                    none.scrub_body(Some("application/json"), None, black_box(body))
-                        .expect("valid")
-                })
-            },
-        );
+    let mut inputs: Vec<(String, &str, Vec<u8>, u64)> = Vec::new();
+    for size in [512usize, 1024, 4096, 65536] {
+        inputs.push((
+            format!("{}B", event(size).len()),
+            "application/json",
+            event(size),
+            3,
+        ));
     }
-    g.finish();
+    for size in [512usize, 1024] {
+        let b = batch(size, 100);
+        inputs.push((
+            format!("ndjson_100x{}B", event(size).len()),
+            "application/x-ndjson",
+            b,
+            300,
+        ));
+    }
+    for (group, s) in [("scrub_event_3_pii", &pii), ("walk_only_no_pii", &none)] {
+        let mut g = c.benchmark_group(group);
+        for (name, ct, body, want) in &inputs {
+            g.throughput(Throughput::Bytes(body.len() as u64));
+            for engine in [Engine::Simd, Engine::Walker, Engine::Auto] {
+                let s = s.clone().with_engine(engine);
+                let out = s.scrub_body(Some(ct), None, body).expect("valid input");
+                if group == "scrub_event_3_pii" {
+                    assert_eq!(out.fields_hashed, *want);
+                }
+                if engine == Engine::Simd {
+                    assert!(
+                        s.scrub_body_simd_only(Some(ct), body).is_some(),
+                        "the simd engine must not fall back on the bench input"
+                    );
+                }
+                let label = match engine {
+                    Engine::Simd => "simd",
+                    Engine::Walker => "walker",
+                    Engine::Auto => "auto",
+                };
+                g.bench_with_input(BenchmarkId::new(label, name), body, |b, body| {
+                    b.iter(|| {
+                        s.scrub_body(Some(ct), None, black_box(body))
+                            .expect("valid input")
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
 
     // The three HMAC-SHA-256 pseudonyms of one event alone (cloned pre-keyed state).
     c.bench_function("hmac_3_values", |b| {
         b.iter(|| {
             (
-                s.hash_value(black_box(b"u-8f14e45fceea167a5a36dedd4bea2543")),
-                s.hash_value(black_box(b"3F2504E0-4F89-11D3-9A0C-0305E82C3301")),
-                s.hash_value(black_box(b"987654321")),
+                pii.hash_value(black_box(b"u-8f14e45fceea167a5a36dedd4bea2543")),
+                pii.hash_value(black_box(b"3F2504E0-4F89-11D3-9A0C-0305E82C3301")),
+                pii.hash_value(black_box(b"987654321")),
             )
         })
     });

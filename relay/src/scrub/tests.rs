@@ -1,210 +1,18 @@
-//! Unit tests of the scrubber's semantics, errors and configuration.
+//! Unit tests of key reading, policy validation through relay's `Problems`, and `relay scrub`.
 
 use std::path::Path;
 
 use super::*;
 use crate::config::Problems;
-
-fn sha_policy(fields: &[&str], paths: &[&str]) -> Scrubber {
-    Scrubber::new(&PiiPolicyConfig {
-        fields: fields.iter().map(|s| s.to_string()).collect(),
-        paths: paths.iter().map(|s| s.to_string()).collect(),
-        query_params: vec!["uid".into()],
-        headers: vec!["X-Device-Id".into()],
-        hash: HashAlgorithm::Sha256,
-        ..PiiPolicyConfig::default()
-    })
-    .unwrap()
-}
+use hashing::Hasher;
 
 fn h(v: &str) -> String {
     format!("\"{}\"", Hasher::Sha256.hex(v.as_bytes()))
 }
 
-fn scrub(s: &Scrubber, body: &str) -> String {
-    String::from_utf8(
-        s.scrub_body(Some("application/json"), None, body.as_bytes())
-            .unwrap()
-            .body,
-    )
-    .unwrap()
-}
-
-fn code(s: &Scrubber, ct: Option<&str>, body: &[u8]) -> (&'static str, u16) {
-    let e = s.scrub_body(ct, None, body).unwrap_err();
-    (e.code, e.status)
-}
-
-#[test]
-fn each_value_type_is_hashed_as_specified_and_formatting_is_kept() {
-    let s = sha_policy(&["user_id"], &[]);
-    let body = "{ \"a\" :1,\n  \"user_id\" : \"u-1\" , \"x\":[ {\"user_id\": 12.50e3}, {\"user_id\":true},\
-                {\"user_id\":null}, {\"user_id\": { \"k\" : [1, \"a b\"] }} ] }";
-    let want = format!(
-        "{{ \"a\" :1,\n  \"user_id\" : {} , \"x\":[ {{\"user_id\": {}}}, {{\"user_id\":{}}},{{\"user_id\":null}}, \
-         {{\"user_id\": {}}} ] }}",
-        h("u-1"),
-        h("12.50e3"),
-        h("true"),
-        h("{\"k\":[1,\"a b\"]}")
-    );
-    assert_eq!(scrub(&s, body), want);
-    let r = s.scrub_body(None, None, body.as_bytes()).unwrap();
-    assert_eq!(r.fields_hashed, 4, "null is not counted");
-}
-
-#[test]
-fn keys_match_after_unescaping_values_hash_decoded_and_duplicates_all_hashed() {
-    let s = sha_policy(&["user_id"], &[]);
-    let body = r#"{"\u0075ser_id":"a\"b\u00e9","user_id":"x","user\u005fid":"\ud83d\ude00"}"#;
-    let want = format!(
-        r#"{{"\u0075ser_id":{},"user_id":{},"user\u005fid":{}}}"#,
-        h("a\"b\u{e9}"),
-        h("x"),
-        h("\u{1F600}")
-    );
-    assert_eq!(scrub(&s, body), want);
-}
-
-#[test]
-fn paths_follow_the_event_root_and_batches() {
-    let s = sha_policy(&[], &["user.id", "events[].device.id", "tags[]"]);
-    let body = r#"{"id":"keep","user":{"id":"u1","name":"n"},"events":[{"device":{"id":"d1","os":"x"}},{"device":{"id":7}}],"tags":["t1",{"a":1}],"other":{"user":{"id":"keep2"}}}"#;
-    let want = format!(
-        r#"{{"id":"keep","user":{{"id":{},"name":"n"}},"events":[{{"device":{{"id":{},"os":"x"}}}},{{"device":{{"id":{}}}}}],"tags":[{},{}],"other":{{"user":{{"id":"keep2"}}}}}}"#,
-        h("u1"),
-        h("d1"),
-        h("7"),
-        h("t1"),
-        h("{\"a\":1}")
-    );
-    assert_eq!(scrub(&s, body), want);
-    // A top-level array is a batch of events.
-    let batch = r#"[{"user":{"id":"u1"}},{"user":{"id":"u2"}}]"#;
-    let want = format!(
-        r#"[{{"user":{{"id":{}}}}},{{"user":{{"id":{}}}}}]"#,
-        h("u1"),
-        h("u2")
-    );
-    assert_eq!(scrub(&s, batch), want);
-}
-
-#[test]
-fn ndjson_keeps_lines_blank_lines_and_crlf() {
-    let s = sha_policy(&["uid"], &[]);
-    let body = "{\"uid\":\"a\"}\n\n{\"uid\":\"b\", \"n\":1}\r\n{\"x\":2}";
-    let out = s
-        .scrub_body(Some("application/x-ndjson"), None, body.as_bytes())
-        .unwrap();
-    let want = format!(
-        "{{\"uid\":{}}}\n\n{{\"uid\":{}, \"n\":1}}\r\n{{\"x\":2}}",
-        h("a"),
-        h("b")
-    );
-    assert_eq!(String::from_utf8(out.body).unwrap(), want);
-    assert_eq!(out.fields_hashed, 2);
-    let e = s
-        .scrub_body(
-            Some("application/x-ndjson"),
-            None,
-            b"{\"uid\":1}\n{\"uid\":2}{}\n",
-        )
-        .unwrap_err();
-    assert_eq!(e.code, "invalid_json");
-    assert!(e.message.contains("line 2"), "{}", e.message);
-}
-
-#[test]
-fn fail_closed_codes() {
-    let s = sha_policy(&["uid"], &[]);
-    let ct = Some("application/json");
-    for bad in [
-        &b"{"[..],
-        b"{\"uid\":\"secret\"",
-        b"{\"uid\":\"secret\",}",
-        b"[1,]",
-        b"{\"a\":01}",
-        b"{\"a\":1.}",
-        b"{\"a\":-}",
-        b"{\"a\":tru}",
-        b"{\"a\":\"\\x\"}",
-        b"{\"a\":\"\\ud800\"}",
-        b"{\"a\":\"\\udc00\"}",
-        b"{\"a\":\"tab\there\"}",
-        b"{} {}",
-        b"{'a':1}",
-        b"{\"a\" 1}",
-        b"NaN",
-    ] {
-        assert_eq!(
-            code(&s, ct, bad),
-            ("invalid_json", 400),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
-    }
-    assert_eq!(code(&s, ct, b"{\"a\":\"\xff\"}"), ("invalid_utf8", 400));
-    assert_eq!(code(&s, ct, b"  \n"), ("empty_body", 400));
-    assert_eq!(
-        code(&s, Some("text/plain"), b"{}"),
-        ("unsupported_media_type", 415)
-    );
-    let e = s.scrub_body(ct, Some("gzip"), b"{}").unwrap_err();
-    assert_eq!((e.code, e.status), ("unsupported_content_encoding", 415));
-    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-    assert_eq!(code(&s, ct, deep.as_bytes()), ("too_deep", 400));
-    let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
-    assert!(s.scrub_body(ct, None, ok.as_bytes()).is_ok());
-    // Deep inside a PII value is still too deep.
-    let deep_pii = format!("{{\"uid\":{}{}}}", "[".repeat(64), "]".repeat(64));
-    assert_eq!(code(&s, ct, deep_pii.as_bytes()), ("too_deep", 400));
-    // The error never echoes the body.
-    let e = s
-        .scrub_body(ct, None, b"{\"uid\":\"SECRET-VALUE\" oops}")
-        .unwrap_err();
-    assert!(!e.message.contains("SECRET"), "{}", e.message);
-    // Zero bytes: nothing to scrub.
-    assert_eq!(s.scrub_body(ct, None, b"").unwrap().body, b"");
-}
-
-#[test]
-fn key_hash_is_the_first_value_in_the_original() {
-    let s = sha_policy(&["uid"], &[]);
-    let body = br#"{"a":{"uid":null},"b":[{"uid":"first"}],"uid":"second"}"#;
-    assert_eq!(
-        s.key_hash(None, body, "uid"),
-        Some(Hasher::Sha256.hex(b"first")),
-        "null is skipped"
-    );
-    let body = br#"{"b":[{"uid":"first"}],"uid":"second"}"#;
-    assert_eq!(
-        s.key_hash(None, body, "uid"),
-        Some(Hasher::Sha256.hex(b"first"))
-    );
-    assert_eq!(s.key_hash(None, body, "nope"), None);
-    assert_eq!(s.key_hash(None, b"{\"uid\":", "uid"), None);
-    let nd = b"{\"x\":1}\n{\"uid\":42}\n";
-    assert_eq!(
-        s.key_hash(Some("application/x-ndjson"), nd, "uid"),
-        Some(Hasher::Sha256.hex(b"42"))
-    );
-}
-
-#[test]
-fn query_and_headers() {
-    let s = sha_policy(&["uid"], &[]);
-    assert_eq!(
-        s.scrub_query("a=1&uid=x"),
-        Some(format!("a=1&uid={}", Hasher::Sha256.hex(b"x")))
-    );
-    assert_eq!(s.scrub_query("a=1"), None);
-    assert!(s.is_pii_header("x-device-id"));
-    assert!(!s.is_pii_header("x-other"));
-}
-
 fn problems(p: &PiiPolicyConfig) -> Vec<String> {
     let mut pr = Problems::default();
-    p.validate("pii.default", &mut pr);
+    validate_policy(p, "pii.default", &mut pr);
     pr.0.into_iter()
         .map(|e| format!("{}: {}", e.field, e.message))
         .collect()
@@ -226,7 +34,7 @@ key_id = "k1"
     assert_eq!(p.max_depth, 64);
     p.resolve_paths(dir.path());
     assert!(problems(&p).is_empty(), "{:?}", problems(&p));
-    let s = Scrubber::new(&p).unwrap();
+    let s = build(&p).unwrap();
     assert_eq!(s.key_id(), Some("k1"));
     let want = Hasher::hmac(secret.as_bytes()).hex(b"u1");
     assert_eq!(s.hash_value(b"u1"), want);
@@ -251,7 +59,7 @@ key_id = "k1"
     let mut none = p.clone();
     none.key_file = None;
     assert!(problems(&none)[0].contains("needs a key"));
-    assert!(Scrubber::new(&none).is_err());
+    assert!(build(&none).is_err());
     let mut sha_with_key = p.clone();
     sha_with_key.hash = HashAlgorithm::Sha256;
     assert!(problems(&sha_with_key)[0].contains("uses no key"));
@@ -272,7 +80,7 @@ k2 = { env = "RELAY_TEST_PII_K2" }
     let mut p: PiiPolicyConfig = toml::from_str(text).unwrap();
     p.resolve_paths(dir.path());
     assert!(problems(&p).is_empty(), "{:?}", problems(&p));
-    let s = Scrubber::new(&p).unwrap();
+    let s = build(&p).unwrap();
     assert_eq!(s.key_id(), Some("k2"));
     assert_eq!(
         s.hash_value(b"x"),
@@ -349,13 +157,16 @@ hash = "sha256"
 "#;
     let path = dir.path().join("relay.toml");
     let cfg = crate::config::Config::from_toml(cfg_text, Path::new(&path)).unwrap();
-    let out = scrub_offline(&cfg, "logs", None, b"{\"uid\":\"a\"}").unwrap();
+    let (out, receipt) = scrub_offline(&cfg, "logs", None, b"{\"uid\":\"a\"}").unwrap();
+    let receipt = receipt.unwrap();
+    assert_eq!(receipt.pii_count, 1);
+    assert!(receipt.policy.starts_with("default:"));
     assert_eq!(
         String::from_utf8(out).unwrap(),
         format!("{{\"uid\":{}}}", h("a"))
     );
     assert_eq!(
-        scrub_offline(&cfg, "raw", None, b"not json").unwrap(),
+        scrub_offline(&cfg, "raw", None, b"not json").unwrap().0,
         b"not json"
     );
     assert!(scrub_offline(&cfg, "nope", None, b"{}")

@@ -1,8 +1,8 @@
 //! Known-answer tests: HMAC-SHA-256 (RFC 4231 §4.2–4.8) and SHA-256 (FIPS 180-2) vectors, and
 //! pseudonyms of fixture bodies checked against a SHA-256/HMAC written independently here.
 
-use relay::scrub::hashing::Hasher;
-use relay::scrub::{HashAlgorithm, PiiPolicyConfig, Scrubber};
+use relay_scrub::hashing::Hasher;
+use relay_scrub::{ActiveKey, HashAlgorithm, PiiPolicyConfig, Scrubber};
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -200,16 +200,22 @@ fn rfc_4231_hmac_sha256_vectors() {
 #[test]
 fn rfc_4231_long_key_through_a_configured_policy() {
     // Test Case 6 uses a 131-byte key, long enough for a policy: run it end to end through a key
-    // file, Scrubber::hash_value and a body.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("k.key"), [0xaa; 131]).unwrap();
+    // policy (key bytes handed in, as relay does after reading the key file),
+    // Scrubber::hash_value and a body.
     let p = PiiPolicyConfig {
         fields: vec!["uid".into()],
-        key_file: Some(dir.path().join("k.key")),
         key_id: Some("rfc4231".into()),
         ..PiiPolicyConfig::default()
     };
-    let s = Scrubber::new(&p).unwrap();
+    let key = [0xaa; 131];
+    let s = Scrubber::new(
+        &p,
+        Some(ActiveKey {
+            id: Some("rfc4231"),
+            bytes: &key,
+        }),
+    )
+    .unwrap();
     let want = "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54";
     assert_eq!(
         s.hash_value(b"Test Using Larger Than Block-Size Key - Hash Key First"),
@@ -246,18 +252,19 @@ fn fixture_pseudonyms_match_independent_hashes() {
         ("name", "caf\u{e9}".as_bytes()),
     ];
     let key = b"relay-kat-key-0123456789abcdef-0123456789".to_vec();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("k.key"), &key).unwrap();
     for algo in [HashAlgorithm::Sha256, HashAlgorithm::HmacSha256] {
         let hmac = algo == HashAlgorithm::HmacSha256;
         let p = PiiPolicyConfig {
             fields: fields.iter().map(|s| s.to_string()).collect(),
             hash: algo,
-            key_file: hmac.then(|| dir.path().join("k.key")),
             key_id: hmac.then(|| "k1".to_string()),
             ..PiiPolicyConfig::default()
         };
-        let s = Scrubber::new(&p).unwrap();
+        let active = hmac.then(|| ActiveKey {
+            id: Some("k1"),
+            bytes: &key,
+        });
+        let s = Scrubber::new(&p, active).unwrap();
         let out = s.scrub_body(None, None, body.as_bytes()).unwrap();
         assert_eq!(out.fields_hashed, 6);
         let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();

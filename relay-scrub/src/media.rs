@@ -9,7 +9,7 @@
 //! - Any `Content-Encoding` other than `identity` is refused (415 `unsupported_content_encoding`,
 //!   RFC 9110 §15.5.16): relay cannot see PII inside a compressed body, so it never forwards one.
 
-use super::error::ScrubError;
+use crate::error::ScrubError;
 
 /// How a body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,20 @@
 //! byte, a malformed `%` kept literally) before comparing/hashing, so `uid=a%40b.c` hashes
 //! `a@b.c`, the same as `"uid": "a@b.c"` in a body. A parameter without `=` has no value and is
 //! kept as is; `uid=` hashes the empty string.
+//!
+//! Options ([`QueryOptions`]): `;` as a separator besides `&`, and `name[]` matching a `name`
+//! rule (the brackets are kept in the output).
 
-use super::hashing::Hasher;
+use crate::hashing::Hasher;
+
+/// How parameters are split and named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueryOptions {
+    /// `;` separates parameters as well as `&`.
+    pub(crate) semicolon: bool,
+    /// `name[]` matches a `name` rule.
+    pub(crate) brackets: bool,
+}
 
 /// Percent-decodes `s` (form encoding) into `out` (cleared first).
 pub(crate) fn form_decode_into(s: &[u8], out: &mut Vec<u8>) {
@@ -46,6 +58,7 @@ pub(crate) fn scrub_query(
     query: &str,
     names: &[Box<[u8]>],
     hasher: &Hasher,
+    opts: QueryOptions,
 ) -> Option<(String, u64)> {
     if names.is_empty() {
         return None;
@@ -59,12 +72,16 @@ pub(crate) fn scrub_query(
     while start <= q.len() {
         let end = q[start..]
             .iter()
-            .position(|&b| b == b'&')
+            .position(|&b| b == b'&' || (opts.semicolon && b == b';'))
             .map_or(q.len(), |p| start + p);
         let pair = &q[start..end];
         if let Some(eq) = pair.iter().position(|&b| b == b'=') {
             form_decode_into(&pair[..eq], &mut buf);
-            if names.iter().any(|n| **n == *buf) {
+            let name: &[u8] = match buf.strip_suffix(b"[]") {
+                Some(n) if opts.brackets => n,
+                _ => &buf,
+            };
+            if names.iter().any(|n| **n == *name) {
                 let vstart = start + eq + 1;
                 form_decode_into(&q[vstart..end], &mut buf);
                 if out.is_empty() {
@@ -94,7 +111,9 @@ mod tests {
     fn hashes_listed_values_and_keeps_everything_else() {
         let h = Hasher::Sha256;
         let names: Vec<Box<[u8]>> = vec![b"uid".as_slice().into(), b"e mail".as_slice().into()];
-        let (q, n) = scrub_query("a=1&uid=a%40b.c&b=%zz&e+mail=x+y&uid&uid=", &names, &h).unwrap();
+        let d = QueryOptions::default();
+        let (q, n) =
+            scrub_query("a=1&uid=a%40b.c&b=%zz&e+mail=x+y&uid&uid=", &names, &h, d).unwrap();
         assert_eq!(n, 3);
         assert_eq!(
             q,
@@ -105,8 +124,33 @@ mod tests {
                 h.hex(b"")
             )
         );
-        assert_eq!(scrub_query("a=1&b=2", &names, &h), None);
-        assert_eq!(scrub_query("", &names, &h), None);
+        assert_eq!(scrub_query("a=1&b=2", &names, &h, d), None);
+        assert_eq!(scrub_query("", &names, &h, d), None);
+    }
+
+    #[test]
+    fn semicolons_and_brackets_only_with_the_options() {
+        let h = Hasher::Sha256;
+        let names: Vec<Box<[u8]>> = vec![b"uid".as_slice().into()];
+        let off = QueryOptions::default();
+        let on = QueryOptions {
+            semicolon: true,
+            brackets: true,
+        };
+        // Off: `;` is part of the value of `a`, `uid[]` is another name.
+        assert_eq!(scrub_query("a=1;uid=x", &names, &h, off), None);
+        assert_eq!(scrub_query("uid[]=x&uid%5B%5D=y", &names, &h, off), None);
+        let (q, n) = scrub_query("a=1;uid=x&uid[]=y;uid%5B%5D=z", &names, &h, on).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            q,
+            format!(
+                "a=1;uid={}&uid[]={};uid%5B%5D={}",
+                h.hex(b"x"),
+                h.hex(b"y"),
+                h.hex(b"z")
+            )
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The in-place scrubber: one validating pass over a JSON text (RFC 8259, strict) that copies
+//! The reference engine (and differential oracle of [`crate::simd`]): one validating pass over a JSON text (RFC 8259, strict) that copies
 //! every byte through except the values of PII members, which it replaces by their quoted hex
 //! pseudonyms. The app's own formatting, key order, number spelling and escapes survive.
 //!
@@ -6,8 +6,9 @@
 //! boolean's JSON text as written; an object's or array's compact JSON (its own text with the
 //! whitespace between tokens removed, strings and numbers as written). `null` stays `null`.
 
-use super::hashing::{hex_encode_into, Hasher};
-use super::matcher::{Matcher, State, NONE, ROOT};
+use crate::hashing::{hex_encode_into, Hasher};
+use crate::kv::kv_target;
+use crate::matcher::{Matcher, State, NONE, ROOT, WRAPPER};
 
 /// Why the walk stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,11 +122,6 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// The nesting limit (levels).
-    pub(crate) fn max_depth(&self) -> usize {
-        self.max_depth
-    }
-
     /// Copies the rest of the input and returns the output.
     pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
         self.out.extend_from_slice(&self.src[self.copied..]);
@@ -150,7 +146,7 @@ impl<'a> Walker<'a> {
 
     fn value(&mut self, depth: usize, state: State, batch: bool) -> Result<(), Stop> {
         match self.peek() {
-            Some(b'{') => self.object(depth + 1, state),
+            Some(b'{') => self.object(depth + 1, state, None),
             Some(b'[') => self.array(depth + 1, state, batch),
             Some(b'"') => self.string().map(|_| ()),
             Some(b't') => self.literal(b"true"),
@@ -165,7 +161,8 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize, state: State) -> Result<(), Stop> {
+    /// An object at `self.pos`; `kv` is the value member of a matched key/value shape.
+    fn object(&mut self, depth: usize, state: State, kv: Option<&'a [u8]>) -> Result<(), Stop> {
         if depth > self.max_depth {
             return Err(Stop::TooDeep(self.pos));
         }
@@ -184,8 +181,8 @@ impl<'a> Walker<'a> {
             }
             let kstart = self.pos;
             let escaped = self.string()?;
-            let (pii, next) = if self.suppress > 0 {
-                (false, NONE)
+            let (pii, next, kv_hit) = if self.suppress > 0 {
+                (false, NONE, false)
             } else {
                 let key: &[u8] = if escaped {
                     self.key_buf.clear();
@@ -196,8 +193,11 @@ impl<'a> Walker<'a> {
                 };
                 let next = self.matcher.member(state, key);
                 (
-                    self.matcher.is_field(key) || self.matcher.is_terminal(next),
+                    state == WRAPPER
+                        || self.matcher.is_field(key)
+                        || self.matcher.is_terminal(next),
                     next,
+                    kv.is_some_and(|v| self.matcher.same_name(v, key)),
                 )
             };
             self.skip_ws();
@@ -207,6 +207,10 @@ impl<'a> Walker<'a> {
             self.pos += 1;
             self.skip_ws();
             if pii {
+                self.pii_value(depth)?;
+            } else if kv_hit && self.peek() == Some(b'{') {
+                self.object(depth + 1, WRAPPER, None)?;
+            } else if kv_hit {
                 self.pii_value(depth)?;
             } else {
                 self.value(depth, next, false)?;
@@ -248,9 +252,13 @@ impl<'a> Walker<'a> {
             self.matcher.elements(state)
         };
         let pii = self.suppress == 0 && self.matcher.is_terminal(elem);
+        let kv = self.suppress == 0 && self.matcher.has_kv();
         loop {
             if pii {
                 self.pii_value(depth)?;
+            } else if kv && self.peek() == Some(b'{') {
+                let target = kv_target(self.src, self.pos, self.limit, self.matcher);
+                self.object(depth + 1, elem, target)?;
             } else {
                 self.value(depth, elem, false)?;
             }
@@ -442,6 +450,51 @@ impl<'a> Walker<'a> {
             _ => Err(Stop::Json(i, "invalid escape in a string")),
         }
     }
+}
+
+/// Whether `b` is JSON whitespace.
+#[inline]
+pub(crate) fn is_json_ws(b: u8) -> bool {
+    is_ws(b)
+}
+
+/// Validates a number's text exactly (RFC 8259 grammar, the whole of `s`).
+pub(crate) fn is_number(s: &[u8]) -> bool {
+    let mut i = 0;
+    if s.first() == Some(&b'-') {
+        i += 1;
+    }
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while i < s.len() && s[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        if !s.get(i).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !s.get(i).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    i == s.len()
 }
 
 fn read_u4(s: &[u8], i: usize) -> Option<u16> {

@@ -1,7 +1,8 @@
 //! Which object members are PII: key names matched at any depth, and explicit paths compiled
-//! into a trie walked alongside the document (one state per nesting level, no allocation).
+//! into a trie walked alongside the document (one state per nesting level, no allocation), and
+//! the key/value shapes (`kv_pairs`). Names compare exactly or without ASCII case (`key_case`).
 
-use super::config::{parse_path, Step};
+use crate::config::{parse_path, KvPairConfig, Step};
 
 /// A trie state; [`NONE`] when no path can match below this point.
 pub(crate) type State = u32;
@@ -11,6 +12,10 @@ pub(crate) const NONE: State = u32::MAX;
 
 /// The state of each event's root.
 pub(crate) const ROOT: State = 0;
+
+/// Inside the value object of a key/value pair: every member is PII (an OTLP wrapper such as
+/// `{"stringValue": "u-1"}`).
+pub(crate) const WRAPPER: State = u32::MAX - 1;
 
 #[derive(Debug, Clone, Default)]
 struct Node {
@@ -27,17 +32,43 @@ struct Node {
 pub(crate) struct Matcher {
     fields: Vec<Box<[u8]>>,
     nodes: Vec<Node>,
+    /// Names compared without ASCII case.
+    ci: bool,
+    /// Key/value shapes: (name member, value member).
+    kv: Vec<KvShape>,
+}
+
+/// One key/value shape: (name member, value member).
+pub(crate) type KvShape = (Box<[u8]>, Box<[u8]>);
+
+#[inline]
+fn name_eq(ci: bool, a: &[u8], b: &[u8]) -> bool {
+    if ci {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
 }
 
 impl Matcher {
     /// Compiles `fields` and `paths` (already validated; an invalid path is an error).
-    pub(crate) fn new(fields: &[String], paths: &[String]) -> Result<Matcher, String> {
+    pub(crate) fn new(
+        fields: &[String],
+        paths: &[String],
+        case_insensitive: bool,
+        kv_pairs: &[KvPairConfig],
+    ) -> Result<Matcher, String> {
         let mut m = Matcher {
             fields: Vec::new(),
             nodes: vec![Node {
                 elems: NONE,
                 ..Node::default()
             }],
+            ci: case_insensitive,
+            kv: kv_pairs
+                .iter()
+                .map(|kv| (kv.key.as_bytes().into(), kv.value.as_bytes().into()))
+                .collect(),
         };
         for f in fields {
             let f: Box<[u8]> = f.as_bytes().into();
@@ -52,7 +83,12 @@ impl Matcher {
                 at = match s {
                     Step::Key(k) => {
                         let node = &m.nodes[at as usize];
-                        match node.keys.iter().find(|(kk, _)| **kk == *k.as_bytes()) {
+                        let ci = m.ci;
+                        match node
+                            .keys
+                            .iter()
+                            .find(|(kk, _)| name_eq(ci, kk, k.as_bytes()))
+                        {
                             Some((_, next)) => *next,
                             None => {
                                 let next = m.push();
@@ -84,6 +120,8 @@ impl Matcher {
                 elems: NONE,
                 ..Node::default()
             }],
+            ci: false,
+            kv: Vec::new(),
         }
     }
 
@@ -98,26 +136,44 @@ impl Matcher {
     /// Whether `key` is one of the any-depth fields.
     #[inline]
     pub(crate) fn is_field(&self, key: &[u8]) -> bool {
-        self.fields.iter().any(|f| **f == *key)
+        self.fields.iter().any(|f| name_eq(self.ci, f, key))
+    }
+
+    /// Whether any key/value shape is configured.
+    #[inline]
+    pub(crate) fn has_kv(&self) -> bool {
+        !self.kv.is_empty()
+    }
+
+    /// The key/value shapes: (name member, value member).
+    #[inline]
+    pub(crate) fn kv_shapes(&self) -> &[KvShape] {
+        &self.kv
+    }
+
+    /// Whether two member names are the same under this policy's `key_case`.
+    #[inline]
+    pub(crate) fn same_name(&self, a: &[u8], b: &[u8]) -> bool {
+        name_eq(self.ci, a, b)
     }
 
     /// The state below member `key` of an object in state `at`.
     #[inline]
     pub(crate) fn member(&self, at: State, key: &[u8]) -> State {
-        if at == NONE {
+        if at >= WRAPPER {
             return NONE;
         }
         self.nodes[at as usize]
             .keys
             .iter()
-            .find(|(k, _)| **k == *key)
+            .find(|(k, _)| name_eq(self.ci, k, key))
             .map_or(NONE, |(_, s)| *s)
     }
 
     /// The state of the elements of an array in state `at`.
     #[inline]
     pub(crate) fn elements(&self, at: State) -> State {
-        if at == NONE {
+        if at >= WRAPPER {
             NONE
         } else {
             self.nodes[at as usize].elems
@@ -127,6 +183,6 @@ impl Matcher {
     /// Whether a path ends at `at` (its value is PII).
     #[inline]
     pub(crate) fn is_terminal(&self, at: State) -> bool {
-        at != NONE && self.nodes[at as usize].terminal
+        at < WRAPPER && self.nodes[at as usize].terminal
     }
 }

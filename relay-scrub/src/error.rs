@@ -10,9 +10,10 @@
 pub struct ScrubError {
     /// Machine-readable reason, snake_case: `invalid_json`, `invalid_utf8`, `too_deep`,
     /// `empty_body`, `unsupported_media_type` (also for a charset other than UTF-8),
-    /// `unsupported_content_encoding`.
+    /// `unsupported_content_encoding`, `pii_detected` (the egress guard).
     pub code: &'static str,
-    /// HTTP status: 400, or 415 for the media type (or charset) and the content coding.
+    /// HTTP status: 400, 415 for the media type (or charset) and the content coding, 422 for
+    /// `pii_detected`.
     pub status: u16,
     /// What was wrong and what to do.
     pub message: String,
@@ -65,6 +66,20 @@ impl ScrubError {
                  flatten the events or raise max_depth in the route's [pii] policy"
             ),
         )
+    }
+
+    /// 422 `pii_detected`: the egress guard's detector `detector` matched at `place` (a JSON
+    /// path, `query.NAME` or `header.NAME`). Never the value.
+    pub(crate) fn pii_detected(detector: &str, place: &str) -> ScrubError {
+        ScrubError {
+            code: "pii_detected",
+            status: 422,
+            message: format!(
+                "the egress guard's {detector} detector found personal data at {place}, which the \
+                 policy refuses to forward; remove it from the event or list the field in the policy \
+                 so it is pseudonymised"
+            ),
+        }
     }
 
     /// `invalid_utf8` at byte `offset`.

@@ -1,13 +1,34 @@
-//! `[pii.NAME]` policies: which fields, paths, query parameters and headers are PII, the hash,
-//! and where the keys live. Only file paths and environment variable names are fields: key bytes
-//! are read by [`load_keys`] into the scrubber and never stored, printed or serialized here.
+//! `[pii.NAME]` policies: which fields, paths, query parameters and headers are PII, how names
+//! are matched, the hash, the egress guard, and where the keys live. Only file paths and
+//! environment variable names are fields: key bytes are read by the caller (relay) and handed to
+//! [`crate::Scrubber::new`]; they are never stored, printed or serialized here.
+//!
+//! Validation is pure ([`PiiPolicyConfig::validate`]) and reports through [`Problems`]; reading
+//! and checking the key sources is the caller's part.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::guard::GuardConfig;
+
+/// Problems found while validating a policy: `(field path, message)` pairs, in field order.
+/// The message says what is wrong and what to do; it never contains key bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<(String, String)>);
+
+impl Problems {
+    /// Records a problem with `field` (a dotted path such as `pii.default.headers[0]`).
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push((field.into(), message.into()));
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Shortest accepted key, in bytes (HMAC-SHA-256 wants at least the output size).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -15,20 +36,58 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// Largest accepted `max_depth` (the walker recurses once per level).
 pub const MAX_DEPTH_LIMIT: usize = 512;
 
-/// Headers that frame or route the request and therefore cannot be pseudonymised.
-const UNHASHABLE_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "content-type",
-    "content-encoding",
-    "expect",
-    "upgrade",
-    "te",
-    "trailer",
-    "x-relay-key-id",
+/// Headers that relay handles itself (framing, routing, its own tracing and key id) and that
+/// therefore cannot be pseudonymised, each with the reason given in the validation message.
+const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
+    (
+        "host",
+        "relay routes on it and sets the upstream's own Host",
+    ),
+    ("content-length", "it frames the body; relay recomputes it"),
+    ("transfer-encoding", "it frames the body; relay decodes it"),
+    (
+        "connection",
+        "it is hop-by-hop; relay manages connections itself",
+    ),
+    (
+        "content-type",
+        "relay reads it to choose JSON or NDJSON scrubbing",
+    ),
+    (
+        "content-encoding",
+        "relay refuses encoded bodies and must read it",
+    ),
+    ("expect", "relay answers 100-continue itself"),
+    ("upgrade", "it is hop-by-hop and never forwarded"),
+    ("te", "it is hop-by-hop and never forwarded"),
+    ("trailer", "it is hop-by-hop and never forwarded"),
+    (
+        "x-forwarded-for",
+        "relay appends the client address to it; hashing would break the chain",
+    ),
+    (
+        "x-request-id",
+        "relay sets it itself to correlate the request with its Kafka record and logs",
+    ),
+    (
+        "x-relay-key-id",
+        "relay sets it to the id of the key that made the pseudonyms",
+    ),
 ];
+
+/// Folds a header name for comparison: ASCII lower case, and with `fold_underscores` every `_`
+/// as `-` (so `X_Device_Id` and `x-device-id` are the same name).
+pub fn fold_header_name(name: &str, fold_underscores: bool) -> String {
+    name.bytes()
+        .map(|b| {
+            if fold_underscores && b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
+        .collect()
+}
 
 /// `[pii.NAME]`: one PII policy, referenced by routes (`pii = "NAME"`).
 ///
@@ -85,6 +144,65 @@ pub struct PiiPolicyConfig {
     /// `too_deep`. Default 64.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
+    /// How object member names are compared with `fields`, `paths` and `kv_pairs`: `"exact"`
+    /// (byte for byte after JSON unescaping, the default) or `"insensitive"` (ASCII letters
+    /// compared without case, so `User_ID` matches a `user_id` rule).
+    #[serde(default)]
+    pub key_case: KeyCase,
+    /// Header names compared with `_` and `-` folded (always without case), so a `X_Device_Id`
+    /// request header matches a `x-device-id` rule. Default false (only case is folded).
+    #[serde(default)]
+    pub header_fold_underscore: bool,
+    /// Bytes that separate query parameters: `"&"` (default) or `"&;"` (both `&` and `;`, the
+    /// older HTML form convention). Default `"&"`.
+    #[serde(default)]
+    pub query_separators: QuerySeparators,
+    /// Whether a `name[]` query parameter (PHP/Rails arrays) matches a `name` rule. Default false.
+    #[serde(default)]
+    pub query_array_brackets: bool,
+    /// Key/value shapes: inside an array of objects, an object whose `key` member (a string)
+    /// names one of `fields` gets its `value` member hashed; a value that is an object (an OTLP
+    /// wrapper such as `{"stringValue": "u-1"}`) gets each of its members hashed. Example:
+    /// `kv_pairs = [{ key = "key", value = "value" }]` for OTLP attributes. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv_pairs: Vec<KvPairConfig>,
+    /// The egress guard: detectors run over the scrubbed body, query and headers
+    /// (`[pii.NAME.guard]`). Default: off.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// How object member names are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyCase {
+    /// Byte for byte after JSON unescaping (default).
+    #[default]
+    Exact,
+    /// ASCII letters compared without case.
+    Insensitive,
+}
+
+/// Which bytes separate query parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum QuerySeparators {
+    /// Only `&` (default).
+    #[default]
+    #[serde(rename = "&")]
+    Amp,
+    /// `&` and `;`.
+    #[serde(rename = "&;")]
+    AmpSemicolon,
+}
+
+/// One key/value shape: the member names of the pair object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPairConfig {
+    /// Member whose string value names the field (e.g. `"key"`).
+    pub key: String,
+    /// Member whose value is hashed when the name is PII (e.g. `"value"`).
+    pub value: String,
 }
 
 impl Default for PiiPolicyConfig {
@@ -100,6 +218,12 @@ impl Default for PiiPolicyConfig {
             key_id: None,
             keys: BTreeMap::new(),
             max_depth: default_max_depth(),
+            key_case: KeyCase::default(),
+            header_fold_underscore: false,
+            query_separators: QuerySeparators::default(),
+            query_array_brackets: false,
+            kv_pairs: Vec::new(),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -133,16 +257,6 @@ pub struct KeySourceConfig {
     pub env: Option<String>,
 }
 
-/// Key bytes, wiped on drop; never `Debug`-printed.
-pub(crate) struct KeyBytes(pub(crate) Vec<u8>);
-
-impl Drop for KeyBytes {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&self.0);
-    }
-}
-
 impl PiiPolicyConfig {
     /// Makes relative key-file paths relative to the config file's directory `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -160,12 +274,14 @@ impl PiiPolicyConfig {
         }
     }
 
-    /// Records every problem under `field` (e.g. `pii.default`), reading the keys to check them.
+    /// Records every problem of the policy's shape under `field` (e.g. `pii.default`). Pure: the
+    /// key sources are checked by whoever reads them.
     pub fn validate(&self, field: &str, p: &mut Problems) {
         if self.fields.is_empty()
             && self.paths.is_empty()
             && self.query_params.is_empty()
             && self.headers.is_empty()
+            && !self.guard.is_on()
         {
             p.push(
                 field,
@@ -197,13 +313,31 @@ impl PiiPolicyConfig {
             let f = format!("{field}.headers[{i}]");
             if h.is_empty() || !h.bytes().all(is_token_byte) {
                 p.push(f, format!("{h:?} is not a header name; use letters, digits and '-', e.g. \"x-device-id\""));
-            } else if UNHASHABLE_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+            } else if let Some((name, why)) = UNHASHABLE_HEADERS
+                .iter()
+                .find(|(n, _)| fold_header_name(h, true) == fold_header_name(n, true))
+            {
                 p.push(
                     f,
-                    format!("{h:?} frames or routes the request and cannot be hashed; remove it"),
+                    format!("the rule {h:?} names {name}, which relay handles itself and cannot hash: {why}; remove the rule"),
                 );
             }
         }
+        for (i, kv) in self.kv_pairs.iter().enumerate() {
+            if kv.key.is_empty() || kv.value.is_empty() || kv.key == kv.value {
+                p.push(
+                    format!("{field}.kv_pairs[{i}]"),
+                    "key and value must be two different, non-empty member names, e.g. { key = \"key\", value = \"value\" }",
+                );
+            }
+        }
+        if !self.kv_pairs.is_empty() && self.fields.is_empty() {
+            p.push(
+                format!("{field}.kv_pairs"),
+                "a key/value shape hashes values whose key names one of `fields`: list the field names in fields",
+            );
+        }
+        self.guard.validate(&format!("{field}.guard"), p);
         if self.max_depth == 0 || self.max_depth > MAX_DEPTH_LIMIT {
             p.push(
                 format!("{field}.max_depth"),
@@ -227,16 +361,8 @@ impl PiiPolicyConfig {
                     );
                 }
             }
-            HashAlgorithm::HmacSha256 => {
-                if let Err((sub, msg)) = load_keys(self) {
-                    let f = if sub.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{field}.{sub}")
-                    };
-                    p.push(f, msg);
-                }
-            }
+            // The key sources are read and checked by the caller.
+            HashAlgorithm::HmacSha256 => {}
         }
     }
 }
@@ -245,7 +371,8 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn check_key_id(id: &str) -> Result<(), String> {
+/// Checks a key id: 1 to 64 of `A-Z a-z 0-9 . _ -` (it is sent as a header).
+pub fn check_key_id(id: &str) -> Result<(), String> {
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -261,7 +388,7 @@ fn check_key_id(id: &str) -> Result<(), String> {
 
 /// One step of a compiled path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Into the member with this key.
     Key(String),
     /// Into every element of an array.
@@ -269,7 +396,7 @@ pub(crate) enum Step {
 }
 
 /// Parses `a.b[].c` into steps; the message says what is wrong and what to write instead.
-pub(crate) fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+pub fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let usage = "write dot-separated keys with [] after a key for every array element, e.g. \"events[].device.id\"";
     if path.is_empty() {
         return Err(format!("must not be empty; {usage}"));
@@ -289,116 +416,4 @@ pub(crate) fn parse_path(path: &str) -> Result<Vec<Step>, String> {
         steps.extend(std::iter::repeat_n(Step::Elements, elems));
     }
     Ok(steps)
-}
-
-/// The active key id and the active key's bytes, after checking every configured key.
-/// Errors carry the sub-field (`key_file`, `keys.k1`, or empty for the policy) and a message that
-/// never contains key bytes.
-pub(crate) fn load_keys(
-    p: &PiiPolicyConfig,
-) -> Result<(Option<String>, KeyBytes), (String, String)> {
-    let single = p.key_file.is_some() || p.key_env.is_some();
-    if single && !p.keys.is_empty() {
-        return Err((
-            "keys".into(),
-            "use either key_file/key_env (one key) or [keys] (rotation), not both".into(),
-        ));
-    }
-    if single {
-        let src = KeySourceConfig {
-            file: p.key_file.clone(),
-            env: p.key_env.clone(),
-        };
-        let key = read_key(&src).map_err(|m| {
-            let sub = if p.key_file.is_some() {
-                "key_file"
-            } else {
-                "key_env"
-            };
-            (sub.to_string(), m)
-        })?;
-        let Some(id) = &p.key_id else {
-            return Err((
-                "key_id".into(),
-                "is required with key_file/key_env: name the key, e.g. key_id = \"k1\" (sent as X-Relay-Key-Id so \
-                 downstream knows which key made the pseudonyms)"
-                    .into(),
-            ));
-        };
-        return Ok((Some(id.clone()), key));
-    }
-    if p.keys.is_empty() {
-        return Err((
-            String::new(),
-            "hmac-sha256 needs a key: set key_file = \"pii.key\" (create it with `openssl rand -hex 32 > pii.key`), \
-             key_env = \"RELAY_PII_KEY\", or [keys]; or use hash = \"sha256\""
-                .into(),
-        ));
-    }
-    let mut active = None;
-    for (id, src) in &p.keys {
-        check_key_id(id).map_err(|m| (format!("keys.{id}"), m))?;
-        let key = read_key(src).map_err(|m| (format!("keys.{id}"), m))?;
-        let is_active = match &p.key_id {
-            Some(a) => a == id,
-            None => p.keys.len() == 1,
-        };
-        if is_active {
-            active = Some((Some(id.clone()), key));
-        }
-    }
-    match (active, &p.key_id) {
-        (Some(a), _) => Ok(a),
-        (None, Some(id)) => Err((
-            "key_id".into(),
-            format!(
-                "{id:?} is not one of the configured keys ({}); add it under [keys] or pick one of those",
-                p.keys.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        )),
-        (None, None) => Err((
-            "key_id".into(),
-            "several keys are configured: set key_id to the active one".into(),
-        )),
-    }
-}
-
-fn read_key(src: &KeySourceConfig) -> Result<KeyBytes, String> {
-    let mut bytes = match (&src.file, &src.env) {
-        (Some(_), Some(_)) => return Err("set either a file or an env variable for a key, not both".into()),
-        (None, None) => return Err("a key needs file = \"...\" or env = \"...\"".into()),
-        (Some(f), None) => KeyBytes(std::fs::read(f).map_err(|e| {
-            format!(
-                "cannot read the key file {} ({e}); create it with `openssl rand -hex 32 > {}` readable by relay only",
-                f.display(),
-                f.display()
-            )
-        })?),
-        (None, Some(v)) => match std::env::var_os(v) {
-            Some(s) => KeyBytes(s.into_encoded_bytes()),
-            None => {
-                return Err(format!(
-                    "the environment variable {v} is not set; export it with at least {MIN_KEY_BYTES} bytes of key, \
-                     e.g. `export {v}=$(openssl rand -hex 32)`"
-                ))
-            }
-        },
-    };
-    if bytes.0.ends_with(b"\r\n") {
-        bytes.0.truncate(bytes.0.len() - 2);
-    } else if bytes.0.ends_with(b"\n") {
-        bytes.0.truncate(bytes.0.len() - 1);
-    }
-    if bytes.0.len() < MIN_KEY_BYTES {
-        let place = match (&src.file, &src.env) {
-            (Some(f), _) => format!("the key file {}", f.display()),
-            (_, Some(v)) => format!("the environment variable {v}"),
-            _ => unreachable!(),
-        };
-        return Err(format!(
-            "{place} holds {} bytes, fewer than {MIN_KEY_BYTES}; use a longer key, e.g. from `openssl rand -hex 32`",
-            bytes.0.len()
-        ));
-    }
-    Ok(bytes)
 }
