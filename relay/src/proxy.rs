@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::error::RequestError;
 use crate::http::request::RequestHead;
 use crate::http::{connection_tokens, is_hop_by_hop};
+use crate::kafka::publish::{publish_original, Pending};
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
 use crate::state::WorkerView;
@@ -105,6 +106,7 @@ async fn forward(
     let content_encoding = head.header_str("content-encoding");
 
     // 1. The original goes to the Kafka path before anything is scrubbed.
+    let mut pending = Pending::Nothing;
     if let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) {
         let key = match (&route.key, scrubber) {
             (KeySource::Field(f), Some(s)) => {
@@ -130,11 +132,7 @@ async fn forward(
             content_type: content_type.map(str::to_string),
             key_id: scrubber.and_then(|s| s.key_id()).map(str::to_string),
         };
-        kafka
-            .try_send(rec)
-            .map_err(|r| RequestError::KafkaBackpressure {
-                retry_after_s: r.retry_after_s,
-            })?;
+        pending = publish_original(worker, route, kafka, rec).await?;
     }
 
     // 2. Scrub (fail closed: an error here means nothing is forwarded).
@@ -213,8 +211,10 @@ async fn forward(
     req.extend_from_slice(&body);
     drop(body);
 
-    // 4. Exchange.
-    upstream.exchange(req, head.method() == "HEAD").await
+    // 4. Exchange (for `ack` delivery, while Kafka's round trip is in flight), then settle
+    // with Kafka's answer.
+    let resp = upstream.exchange(req, head.method() == "HEAD").await;
+    pending.settle(resp).await
 }
 
 /// Appends the relayed response (upstream status, headers and body unchanged; framing and
