@@ -560,7 +560,9 @@ key_id = "bench"
         );
     }
     if let Some(b) = kafka {
-        c.push_str(&format!("\n[kafka]\nbrokers = \"{b}\"\n"));
+        c.push_str(&format!(
+            "\n[kafka]\nbrokers = \"{b}\"\n[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n"
+        ));
     }
     c
 }
