@@ -376,6 +376,43 @@ fn render_kafka(out: &mut String, stats: Option<&KafkaStats>) {
         "relay_kafka_queue_capacity {}",
         stats.map_or(0, |s| s.capacity())
     );
+    family(
+        out,
+        "relay_kafka_queue_bytes",
+        "gauge",
+        "Payload + key bytes of the originals accepted and not yet acknowledged by Kafka.",
+    );
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_bytes {}",
+        stats.map_or(0, |s| s.depth_bytes())
+    );
+    family(
+        out,
+        "relay_kafka_queue_max_bytes",
+        "gauge",
+        "queue_max_bytes: the byte bound of the Kafka path (0 without [kafka]).",
+    );
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_max_bytes {}",
+        stats.map_or(0, |s| s.capacity_bytes())
+    );
+    family(
+        out,
+        "relay_kafka_originals_lost_total",
+        "counter",
+        "Originals of memory-mode routes answered 2xx and then not delivered, by reason.",
+    );
+    if let Some(s) = stats {
+        for (reason, n) in s.lost() {
+            let _ = writeln!(
+                out,
+                "relay_kafka_originals_lost_total{{reason=\"{}\"}} {n}",
+                reason.label()
+            );
+        }
+    }
     let topics = stats.map(|s| s.topics()).unwrap_or_default();
     family(
         out,
