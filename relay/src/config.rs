@@ -780,4 +780,63 @@ upstream = "tracking"
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
+
+    fn with_kafka(route_extra: &str, tail: &str) -> String {
+        EXAMPLE.replace(
+            "upstream = \"tracking\"\n",
+            &format!("upstream = \"tracking\"\ntopic = \"t\"\n{route_extra}\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n{tail}"),
+        )
+    }
+
+    #[test]
+    fn a_body_limit_kafka_cannot_carry_is_refused_with_the_value_to_raise() {
+        let e = Config::from_toml(&with_kafka("", ""), Path::new("x.toml")).unwrap_err();
+        let f = e
+            .errors
+            .iter()
+            .find(|f| f.field == "server.max_body_bytes")
+            .unwrap_or_else(|| panic!("{e}"));
+        assert!(
+            f.message
+                .contains("message.max.bytes (1000000, librdkafka's default)")
+                && f.message.contains("at least 1049600")
+                && f.message.contains("at most 998976"),
+            "{}",
+            f.message
+        );
+        let ok = with_kafka(
+            "",
+            "[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n",
+        );
+        Config::from_toml(&ok, Path::new("x.toml")).unwrap();
+        let smaller = with_kafka("", "").replace(
+            "io_engine = \"auto\"",
+            "io_engine = \"auto\"\nmax_body_bytes = 998976",
+        );
+        Config::from_toml(&smaller, Path::new("x.toml")).unwrap();
+    }
+
+    #[test]
+    fn spool_delivery_needs_a_spool_section() {
+        let props = "[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n";
+        let e = Config::from_toml(
+            &with_kafka("delivery = \"spool\"", props),
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.errors[0].field, "routes[0].delivery", "{e}");
+        assert!(e.errors[0].message.contains("[spool]"), "{e}");
+        let ok = format!(
+            "{}\n[spool]\ndir = \"spool\"\n",
+            with_kafka("delivery = \"spool\"", props)
+        );
+        let c = Config::from_toml(&ok, Path::new("/etc/relay/x.toml")).unwrap();
+        assert_eq!(
+            c.spool.unwrap().dir,
+            Path::new("/etc/relay/spool"),
+            "relative to the file"
+        );
+        let ack = with_kafka("delivery = \"ack\"", props);
+        Config::from_toml(&ack, Path::new("x.toml")).unwrap();
+    }
 }
