@@ -276,13 +276,13 @@ fn adopt_orphans(dir: &Path, n: usize) -> std::io::Result<()> {
         let from = e.path();
         let to = dir.join(format!("w{}", j % n));
         std::fs::create_dir_all(&to)?;
-        let mut next = max_seq(&to)? + 1;
+        let first = max_seq(&to)? + 1;
         let mut seqs: Vec<u64> = std::fs::read_dir(&from)?
             .filter_map(|e| e.ok())
             .filter_map(|e| segment::parse_seg_name(&e.file_name().to_string_lossy()))
             .collect();
         seqs.sort_unstable();
-        for seq in seqs {
+        for (next, seq) in (first..).zip(seqs) {
             // Segment first: a crash in between leaves the mark behind (replay from the start
             // of the segment: duplicates, never a skip).
             std::fs::rename(segment::seg_path(&from, seq), segment::seg_path(&to, next))?;
@@ -290,7 +290,6 @@ fn adopt_orphans(dir: &Path, n: usize) -> std::io::Result<()> {
             if ack.exists() {
                 std::fs::rename(&ack, segment::ack_path(&to, next))?;
             }
-            next += 1;
         }
         segment::sync_dir(&to)?;
         let _ = std::fs::remove_dir(&from);

@@ -246,13 +246,13 @@ impl<'a> Reader<'a> {
 pub(crate) fn sample(i: usize) -> OriginalRecord {
     OriginalRecord {
         topic: "t".into(),
-        key: (i % 2 == 0).then(|| format!("k{i}").into_bytes()),
+        key: i.is_multiple_of(2).then(|| format!("k{i}").into_bytes()),
         payload: format!("{{\"n\":{i}}}\0\u{e9}").into_bytes(),
         timestamp_ms: 1_700_000_000_000 + i as i64,
         route: "r".into(),
         request_id: format!("id-{i}"),
-        content_type: (i % 3 == 0).then(|| "application/json".into()),
-        key_id: (i % 5 != 0).then(|| "k1".into()),
+        content_type: i.is_multiple_of(3).then(|| "application/json".into()),
+        key_id: (!i.is_multiple_of(5)).then(|| "k1".into()),
     }
 }
 

@@ -84,7 +84,13 @@ impl SpoolStats {
 /// Renders the `relay_spool_*` families (without a spool: the families with no series).
 pub fn render(out: &mut String, st: Option<&SpoolStats>, now_ms: i64) {
     use std::fmt::Write as _;
-    let per_worker: [(&str, &str, &str, fn(&WorkerStats) -> u64); 8] = [
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&WorkerStats) -> u64,
+    );
+    let per_worker: [Family; 8] = [
         (
             "relay_spool_bytes",
             "gauge",
