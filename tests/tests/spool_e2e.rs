@@ -602,3 +602,99 @@ fn relay_check_refuses_a_body_limit_kafka_cannot_carry() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sigterm_sequence_fits_the_shutdown_budget_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let up = StubUpstream::start(Behavior::default());
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // No broker: memory-mode originals stay queued, and the flush (30 s) would outlast the
+    // budget (3 s) without the cap.
+    let dead = relay_e2e::dead_addr();
+    let cfg = config(up.addr, &dead.to_string(), TOPIC, "memory", dir.path(), "")
+        .replace("shutdown_grace_ms = 5000", "shutdown_grace_ms = 1000")
+        .replace("shutdown_budget_ms = 10000", "shutdown_budget_ms = 3000")
+        .replace("flush_timeout_ms = 2000", "flush_timeout_ms = 30000")
+        .replace(
+            "\"message.timeout.ms\" = \"8000\"",
+            "\"message.timeout.ms\" = \"60000\"",
+        );
+    let mut relay = Relay::start_with(
+        &cfg,
+        relay_e2e::RelayOptions {
+            env: vec![(
+                "NOTIFY_SOCKET".into(),
+                sock_path.to_string_lossy().into_owned(),
+            )],
+            ..Default::default()
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(relay_e2e::post(relay.addr, "/v1/logs", b"{}").status, 200);
+    }
+    let started = std::time::Instant::now();
+    let st = relay
+        .terminate(Duration::from_secs(20))
+        .expect("relay exits");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3000 + 1500),
+        "the SIGTERM sequence took {took:?}, budget 3 s: {}",
+        relay.log()
+    );
+    assert_eq!(st.code(), Some(3), "memory originals were lost: exit 3");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.iter().any(|m| m.contains("STOPPING=1")) {
+            break;
+        }
+    }
+    assert!(got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
+    let log = relay.log();
+    assert!(log.contains("lost=3"), "{log}");
+    eprintln!(
+        "SIGTERM with 3 memory originals queued and no broker: exit 3 after {took:?} (budget 3 s)"
+    );
+}
+
+#[test]
+fn shipped_stop_timeouts_exceed_the_shutdown_budget() {
+    let root = relay_e2e::workspace_root();
+    let num = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.trim_start_matches([' ', '=', ':'])
+                    .trim_end_matches('s')
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .unwrap_or_else(|| panic!("{key} not found"))
+    };
+    let unit = std::fs::read_to_string(root.join("systemd/relay.service")).unwrap();
+    let example = std::fs::read_to_string(root.join("systemd/etc/relay/relay.toml")).unwrap();
+    let stop_s = num(&unit, "TimeoutStopSec");
+    let budget = num(&example, "shutdown_budget_ms");
+    assert!(
+        budget < stop_s * 1000,
+        "budget {budget} ms >= TimeoutStopSec {stop_s} s"
+    );
+    let cm = std::fs::read_to_string(root.join("deploy/k8s/configmap.yaml")).unwrap();
+    let dep = std::fs::read_to_string(root.join("deploy/k8s/deployment.yaml")).unwrap();
+    let grace_s = num(&dep, "terminationGracePeriodSeconds");
+    let budget = num(&cm, "shutdown_budget_ms");
+    let after_pre_stop = &dep[dep.find("preStop:").expect("a preStop hook")..];
+    let pre_stop_s = num(after_pre_stop, "seconds");
+    assert!(
+        budget + pre_stop_s * 1000 < grace_s * 1000,
+        "budget {budget} ms + preStop {pre_stop_s} s >= terminationGracePeriodSeconds {grace_s}"
+    );
+}
