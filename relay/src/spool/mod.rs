@@ -237,6 +237,7 @@ impl SpoolAppender {
         let used = self.stats.used_bytes();
         let max = self.stats.max_bytes;
         if used.checked_add(len).is_none_or(|t| t > max) {
+            self.stats.last_refused.store(len, Relaxed);
             return Err(SpoolError::Full {
                 used,
                 max,

@@ -33,6 +33,9 @@ pub struct SpoolStats {
     pub(crate) workers: Vec<WorkerStats>,
     pub(crate) max_bytes: u64,
     pub(crate) retry_after_s: u32,
+    /// Size of the last record refused for `max_bytes` (the spool counts as full while less
+    /// than that is free).
+    pub(crate) last_refused: AtomicU64,
 }
 
 impl SpoolStats {
@@ -41,6 +44,7 @@ impl SpoolStats {
             workers: (0..n).map(|_| WorkerStats::default()).collect(),
             max_bytes,
             retry_after_s,
+            last_refused: AtomicU64::new(0),
         }
     }
 
@@ -71,7 +75,8 @@ impl SpoolStats {
             }
         }
         let used = self.used_bytes();
-        if used >= self.max_bytes {
+        let need = self.last_refused.load(Relaxed).max(1);
+        if used.saturating_add(need) > self.max_bytes {
             return Err(format!(
                 "the spool is full: {used} of {} bytes await Kafka",
                 self.max_bytes
