@@ -74,7 +74,6 @@ flush_timeout_ms = 2000
 "reconnect.backoff.max.ms" = "200"
 "retry.backoff.max.ms" = "200"
 "message.max.bytes" = "1049600"
-"message.timeout.ms" = "8000"
 "topic.metadata.propagation.max.ms" = "1000"
 
 [spool]
@@ -618,11 +617,7 @@ fn sigterm_sequence_fits_the_shutdown_budget_and_says_stopping() {
     let cfg = config(up.addr, &dead.to_string(), TOPIC, "memory", dir.path(), "")
         .replace("shutdown_grace_ms = 5000", "shutdown_grace_ms = 1000")
         .replace("shutdown_budget_ms = 10000", "shutdown_budget_ms = 3000")
-        .replace("flush_timeout_ms = 2000", "flush_timeout_ms = 30000")
-        .replace(
-            "\"message.timeout.ms\" = \"8000\"",
-            "\"message.timeout.ms\" = \"60000\"",
-        );
+        .replace("flush_timeout_ms = 2000", "flush_timeout_ms = 30000");
     let mut relay = Relay::start_with(
         &cfg,
         relay_e2e::RelayOptions {
