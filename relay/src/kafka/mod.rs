@@ -206,6 +206,14 @@ impl KafkaSender {
         self.shared.retry_after_s
     }
 
+    /// Whether a record could be queued now (a hint: another sender may take the room).
+    pub fn has_room(&self) -> bool {
+        let st = &self.shared.stats;
+        !self.shared.closing.load(Relaxed)
+            && st.depth() < st.capacity()
+            && st.depth_bytes() < st.capacity_bytes()
+    }
+
     /// The producer's `message.max.bytes`.
     pub fn message_max_bytes(&self) -> usize {
         self.shared.message_max_bytes

@@ -244,6 +244,9 @@ impl Committer {
     /// queue has room.
     fn drain_backlog(&mut self) {
         while let Some(pos) = self.cursor {
+            if !self.kafka.has_room() {
+                return;
+            }
             let rec = match self.store.read(pos) {
                 Ok(r) => r,
                 Err(e) => {
@@ -267,7 +270,7 @@ impl Committer {
     fn run_retries(&mut self) {
         let now = Instant::now();
         while let Some(&(due, pos)) = self.retry.front() {
-            if due > now {
+            if due > now || !self.kafka.has_room() {
                 return;
             }
             self.retry.pop_front();
