@@ -46,7 +46,8 @@ pub struct BenchArgs {
         default_value = "2000,5000,10000,20000,30000,40000,60000,80000"
     )]
     pub rates: Vec<u64>,
-    /// Scenarios to run: direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w.
+    /// Scenarios to run: direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w (full work,
+    /// delivery "memory"), full-spool-1w, full-ack-1w (the same with delivery "spool" / "ack").
     #[arg(
         long,
         value_delimiter = ',',
@@ -507,8 +508,16 @@ fn spec(name: &str) -> Result<ScenarioSpec> {
             what: "relay full work (Kafka + PII scrubbing), io_uring, 1 worker",
             relay: Some(("io_uring", 1, Work::Full)),
         },
+        "full-spool-1w" => ScenarioSpec {
+            what: "relay full work, delivery spool (durable before forwarding), io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Full)),
+        },
+        "full-ack-1w" => ScenarioSpec {
+            what: "relay full work, delivery ack (Kafka acknowledged before answering), io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Full)),
+        },
         other => {
-            bail!("unknown scenario `{other}` (direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w)")
+            bail!("unknown scenario `{other}` (direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w, full-spool-1w, full-ack-1w)")
         }
     })
 }
@@ -563,6 +572,29 @@ key_id = "bench"
         c.push_str(&format!(
             "\n[kafka]\nbrokers = \"{b}\"\n[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n"
         ));
+    }
+    c
+}
+
+/// The delivery mode of a full-work scenario (`full-spool-1w`, `full-ack-1w`; `full-1w` keeps
+/// "memory"): sets `[kafka] delivery` and, for spool, a `[spool]` under the output directory.
+/// (Kept separate from `relay_config` for the spool branch: issue 12.)
+fn with_delivery(scenario: &str, out: &Path, config: String) -> String {
+    let delivery = if scenario.contains("-spool-") {
+        "spool"
+    } else if scenario.contains("-ack-") {
+        "ack"
+    } else {
+        return config;
+    };
+    let mut c = config.replace(
+        "\n[kafka]\n",
+        &format!("\n[kafka]\ndelivery = \"{delivery}\"\n"),
+    );
+    if delivery == "spool" {
+        let dir = out.join(format!("spool-{scenario}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        c.push_str(&format!("\n[spool]\ndir = \"{}\"\n", dir.display()));
     }
     c
 }
@@ -736,7 +768,11 @@ fn run_scenario(
                     broker = Some(b);
                     sc.pinning
                         .push_str("; tansu broker (in memory): with the lab");
-                    relay_config(engine, workers, &upstream, true, Some(&addr))
+                    with_delivery(
+                        name,
+                        out,
+                        relay_config(engine, workers, &upstream, true, Some(&addr)),
+                    )
                 }
                 Err(why) => {
                     eprintln!("xtask bench: {name}: {why}");
@@ -1095,6 +1131,12 @@ fn ratios(scs: &[Scenario], p99_ms: f64) -> BTreeMap<String, Option<f64>> {
         ("2 workers/1 worker (io_uring)", "uring-2w", "uring-1w"),
         ("scrub/plain proxy (1 worker)", "scrub-1w", "uring-1w"),
         ("full work/plain proxy (1 worker)", "full-1w", "uring-1w"),
+        (
+            "full work spool/memory (1 worker)",
+            "full-spool-1w",
+            "full-1w",
+        ),
+        ("full work ack/memory (1 worker)", "full-ack-1w", "full-1w"),
         ("relay io_uring 1 worker/direct", "uring-1w", "direct"),
     ] {
         m.insert(
