@@ -16,6 +16,7 @@ use crate::kafka::{KafkaPath, KafkaStats};
 use crate::metrics::{esc, family, histogram_series, Metrics};
 use crate::runtime::{self, Shared};
 use crate::service;
+use crate::spool::Spool;
 use crate::state::{ConfigHub, Snapshot};
 
 /// Options of `relay run` beyond the config file.
@@ -93,22 +94,38 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             None
         }
     };
-    let kafka_ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync> = match &kafka {
-        Some(p) => {
-            let stats = p.stats();
-            Arc::new(move || {
-                if stats.depth() >= stats.capacity() {
-                    Err(format!(
-                        "the Kafka queue is full: {} of {} records await broker acknowledgement",
-                        stats.depth(),
-                        stats.capacity()
-                    ))
-                } else {
-                    Ok(())
-                }
-            })
-        }
-        None => Arc::new(|| Ok(())),
+    let spool = match (&config.spool, &kafka) {
+        (Some(sc), Some(k)) => match Spool::open(sc, plan.count, k.sender()) {
+            Ok((s, _report)) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(dir = %sc.dir.display(), error = %e, "cannot open the spool");
+                eprintln!("cannot open the spool {}: {e}", sc.dir.display());
+                return 1;
+            }
+        },
+        _ => None,
+    };
+    {
+        let st = spool.as_ref().map(|s| s.stats());
+        metrics.add_renderer(Box::new(move |out| {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            crate::spool::stats::render(out, st.as_deref(), now_ms)
+        }));
+    }
+    let kafka_ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync> = {
+        let stats = kafka.as_ref().map(|p| p.stats());
+        let spool_stats = spool.as_ref().map(|s| s.stats());
+        Arc::new(move || {
+            if let Some(s) = &stats {
+                crate::kafka::readiness(s)?;
+            }
+            if let Some(s) = &spool_stats {
+                s.health()?;
+            }
+            Ok(())
+        })
     };
     let admission = {
         let m = metrics.clone();
@@ -144,6 +161,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         hub: hub.clone(),
         metrics: metrics.clone(),
         kafka: kafka.as_ref().map(|k| k.sender()),
+        spool: spool.clone(),
         admission: Some(admission.clone()),
         heartbeats: heartbeats.clone(),
         epoch,
@@ -268,9 +286,18 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         }
     }
 
+    // The whole sequence fits in `shutdown_budget_ms`: drain first (at most
+    // `shutdown_grace_ms`), then the Kafka flush gets what is left (at most
+    // `flush_timeout_ms`), keeping a little for the spool's last group commit.
+    let stop_started = Instant::now();
+    let budget_end = stop_started + Duration::from_millis(config.server.shutdown_budget_ms);
+    if let Err(e) = service::notify_stopping() {
+        tracing::warn!(error = %e, "cannot notify systemd (STOPPING=1)");
+    }
     tracing::info!(
         signal = stop_signal,
         grace_ms = config.server.shutdown_grace_ms,
+        budget_ms = config.server.shutdown_budget_ms,
         "stopping: no new connections; finishing in-flight requests"
     );
     for w in &mut workers {
@@ -278,9 +305,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
             let _ = tx.send(());
         }
     }
-    let deadline = Instant::now()
-        + Duration::from_millis(config.server.shutdown_grace_ms)
-        + Duration::from_secs(2);
+    const SPOOL_STOP_RESERVE: Duration = Duration::from_millis(500);
+    let deadline = (stop_started + Duration::from_millis(config.server.shutdown_grace_ms))
+        .min(budget_end - SPOOL_STOP_RESERVE);
     for w in workers {
         while !w.thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -292,14 +319,19 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     admission.shutdown();
     let mut code = 0;
     if let (Some(path), Some(k)) = (kafka, &config.kafka) {
-        let report = path.shutdown(Duration::from_millis(k.flush_timeout_ms));
+        let left = budget_end
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(SPOOL_STOP_RESERVE);
+        let report = path.shutdown(Duration::from_millis(k.flush_timeout_ms).min(left));
         if report.lost_any() {
             tracing::error!(
                 enqueued = report.enqueued,
                 delivered = report.delivered,
                 failed = report.failed,
                 pending = report.pending,
-                "Kafka flush: some accepted originals were NOT delivered"
+                spooled = report.spooled,
+                lost = report.lost,
+                "Kafka flush: some originals answered 2xx in memory mode were NOT delivered"
             );
             code = 3;
         } else {
@@ -308,10 +340,19 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
                 delivered = report.delivered,
                 failed = report.failed,
                 pending = report.pending,
-                "Kafka flush: every accepted original delivered"
+                spooled = report.spooled,
+                "Kafka flush: every memory-mode original delivered; spooled ones stay on disk"
             );
         }
     }
+    if let Some(s) = &spool {
+        s.shutdown();
+    }
+    tracing::info!(
+        elapsed_ms = stop_started.elapsed().as_millis() as u64,
+        budget_ms = config.server.shutdown_budget_ms,
+        "shutdown sequence done"
+    );
     tracing::info!(exit_code = code, "stopped");
     code
 }
@@ -342,6 +383,43 @@ fn render_kafka(out: &mut String, stats: Option<&KafkaStats>) {
         "relay_kafka_queue_capacity {}",
         stats.map_or(0, |s| s.capacity())
     );
+    family(
+        out,
+        "relay_kafka_queue_bytes",
+        "gauge",
+        "Payload + key bytes of the originals accepted and not yet acknowledged by Kafka.",
+    );
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_bytes {}",
+        stats.map_or(0, |s| s.depth_bytes())
+    );
+    family(
+        out,
+        "relay_kafka_queue_max_bytes",
+        "gauge",
+        "queue_max_bytes: the byte bound of the Kafka path (0 without [kafka]).",
+    );
+    let _ = writeln!(
+        out,
+        "relay_kafka_queue_max_bytes {}",
+        stats.map_or(0, |s| s.capacity_bytes())
+    );
+    family(
+        out,
+        "relay_kafka_originals_lost_total",
+        "counter",
+        "Originals of memory-mode routes answered 2xx and then not delivered, by reason.",
+    );
+    if let Some(s) = stats {
+        for (reason, n) in s.lost() {
+            let _ = writeln!(
+                out,
+                "relay_kafka_originals_lost_total{{reason=\"{}\"}} {n}",
+                reason.label()
+            );
+        }
+    }
     let topics = stats.map(|s| s.topics()).unwrap_or_default();
     family(
         out,

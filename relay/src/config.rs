@@ -12,8 +12,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionConfig;
-use crate::kafka::KafkaConfig;
+use crate::kafka::{Delivery, KafkaConfig};
 use crate::scrub::PiiPolicyConfig;
+use crate::spool::SpoolConfig;
+
+/// Bytes a Kafka record adds to the body it carries, at most: the record batch and record
+/// framing (~130), the header names (~45), the route name, a request id (at most 200), a
+/// content type, a key (a 64-hex-digit hash) and a key id. `relay check` requires
+/// `max_body_bytes + KAFKA_RECORD_OVERHEAD <= message.max.bytes`; a request whose record
+/// still does not fit (a longer content type or raw key) gets 413 and is not forwarded.
+pub const KAFKA_RECORD_OVERHEAD: usize = 1024;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,6 +44,10 @@ pub struct Config {
     /// The Kafka path for originals. Required when any route names a `topic`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// The local disk spool for `delivery = "spool"` routes. Required when any route's
+    /// delivery is `"spool"`.
+    #[serde(default)]
+    pub spool: Option<SpoolConfig>,
     /// Early connection admission (XDP, or user-space shedding without privileges).
     #[serde(default)]
     pub admission: Option<AdmissionConfig>,
@@ -81,6 +93,12 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms. Default 30000.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// The whole SIGTERM sequence (STOPPING=1, drain within `shutdown_grace_ms`, then the
+    /// Kafka flush with what is left, spool stop) ends within this many ms. Keep it below
+    /// systemd's `TimeoutStopSec` and Kubernetes' `terminationGracePeriodSeconds` (minus any
+    /// preStop sleep). Default 38000.
+    #[serde(default = "defaults::shutdown_budget_ms")]
+    pub shutdown_budget_ms: u64,
     /// Most requests answered on one client connection before relay closes it (0 = no limit).
     /// Default 0.
     #[serde(default)]
@@ -326,6 +344,10 @@ pub struct RouteConfig {
     /// PII policy (by name) applied before forwarding. Default: none (body forwarded as is).
     #[serde(default)]
     pub pii: Option<String>,
+    /// What a 2xx promises about the Kafka copy: `"memory"`, `"spool"` or `"ack"` (README
+    /// "Delivery modes"). Default: `[kafka] delivery`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
 }
 
 /// Default values, one function per field (serde needs functions).
@@ -361,6 +383,10 @@ pub mod defaults {
     /// 30 s.
     pub fn shutdown_grace_ms() -> u64 {
         30_000
+    }
+    /// 38 s.
+    pub fn shutdown_budget_ms() -> u64 {
+        38_000
     }
     /// 1.0 (every request).
     pub fn sample_rate() -> f64 {
@@ -527,6 +553,9 @@ impl Config {
                 *t = base.join(&*t);
             }
         }
+        if let Some(sp) = &mut self.spool {
+            sp.resolve_paths(base);
+        }
         if let Some(a) = &mut self.admission {
             if let Some(o) = &mut a.object_path {
                 if o.is_relative() {
@@ -688,6 +717,22 @@ impl Config {
                     "a topic needs a [kafka] section with the brokers",
                 );
             }
+            let delivery = r
+                .delivery
+                .or(self.kafka.as_ref().map(|k| k.delivery))
+                .unwrap_or_default();
+            if r.delivery.is_some() && r.topic.is_none() {
+                p.push(
+                    format!("{f}.delivery"),
+                    "delivery is about the Kafka copy: set `topic` too, or remove `delivery`",
+                );
+            }
+            if r.topic.is_some() && delivery == Delivery::Spool && self.spool.is_none() {
+                p.push(
+                    format!("{f}.delivery"),
+                    "delivery \"spool\" needs a [spool] section (dir = \"/var/lib/relay/spool\")",
+                );
+            }
             if let Some(topic) = &r.topic {
                 if topic.is_empty() {
                     p.push(
@@ -713,9 +758,60 @@ impl Config {
         }
         if let Some(k) = &self.kafka {
             k.validate("kafka", p);
+            if self.routes.iter().any(|r| r.topic.is_some()) {
+                self.check_record_fits(k, p);
+            }
+        }
+        if let Some(sp) = &self.spool {
+            sp.validate("spool", p);
+        }
+        if s.shutdown_budget_ms <= 1000 {
+            p.push(
+                "server.shutdown_budget_ms",
+                "must be more than 1000 ms (the whole SIGTERM sequence)",
+            );
+        } else if s.shutdown_grace_ms >= s.shutdown_budget_ms {
+            p.push(
+                "server.shutdown_grace_ms",
+                format!(
+                    "{} ms does not fit the shutdown budget ({} ms, server.shutdown_budget_ms) with room for the Kafka flush: lower it or raise the budget (and TimeoutStopSec / terminationGracePeriodSeconds with it)",
+                    s.shutdown_grace_ms, s.shutdown_budget_ms
+                ),
+            );
         }
         if let Some(a) = &self.admission {
             a.validate("admission", p);
+        }
+    }
+
+    /// Every body relay accepts must fit one Kafka record: otherwise librdkafka refuses it
+    /// after the client got its 2xx.
+    fn check_record_fits(&self, k: &KafkaConfig, p: &mut Problems) {
+        let max = match k.message_max_bytes() {
+            Ok(m) => m,
+            Err(v) => {
+                p.push(
+                    "kafka.properties.\"message.max.bytes\"",
+                    format!("{v:?} is not a number of bytes"),
+                );
+                return;
+            }
+        };
+        let body = self.server.max_body_bytes;
+        let need = body.saturating_add(KAFKA_RECORD_OVERHEAD);
+        if need > max {
+            let source = if k.properties.contains_key("message.max.bytes") {
+                "[kafka.properties]"
+            } else {
+                "librdkafka's default"
+            };
+            p.push(
+                "server.max_body_bytes",
+                format!(
+                    "{body} bytes + {KAFKA_RECORD_OVERHEAD} bytes of Kafka record overhead do not fit the producer's message.max.bytes ({max}, {source}): raise [kafka.properties] \"message.max.bytes\" to at least {need} (and the broker's message.max.bytes / the topic's max.message.bytes with it), or lower server.max_body_bytes to at most {}",
+                    max.saturating_sub(KAFKA_RECORD_OVERHEAD)
+                ),
+            );
         }
     }
 
@@ -789,5 +885,64 @@ upstream = "tracking"
         let bad = EXAMPLE.replace("workers = \"auto\"", "workers = 0");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    fn with_kafka(route_extra: &str, tail: &str) -> String {
+        EXAMPLE.replace(
+            "upstream = \"tracking\"\n",
+            &format!("upstream = \"tracking\"\ntopic = \"t\"\n{route_extra}\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n{tail}"),
+        )
+    }
+
+    #[test]
+    fn a_body_limit_kafka_cannot_carry_is_refused_with_the_value_to_raise() {
+        let e = Config::from_toml(&with_kafka("", ""), Path::new("x.toml")).unwrap_err();
+        let f = e
+            .errors
+            .iter()
+            .find(|f| f.field == "server.max_body_bytes")
+            .unwrap_or_else(|| panic!("{e}"));
+        assert!(
+            f.message
+                .contains("message.max.bytes (1000000, librdkafka's default)")
+                && f.message.contains("at least 1049600")
+                && f.message.contains("at most 998976"),
+            "{}",
+            f.message
+        );
+        let ok = with_kafka(
+            "",
+            "[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n",
+        );
+        Config::from_toml(&ok, Path::new("x.toml")).unwrap();
+        let smaller = with_kafka("", "").replace(
+            "io_engine = \"auto\"",
+            "io_engine = \"auto\"\nmax_body_bytes = 998976",
+        );
+        Config::from_toml(&smaller, Path::new("x.toml")).unwrap();
+    }
+
+    #[test]
+    fn spool_delivery_needs_a_spool_section() {
+        let props = "[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n";
+        let e = Config::from_toml(
+            &with_kafka("delivery = \"spool\"", props),
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.errors[0].field, "routes[0].delivery", "{e}");
+        assert!(e.errors[0].message.contains("[spool]"), "{e}");
+        let ok = format!(
+            "{}\n[spool]\ndir = \"spool\"\n",
+            with_kafka("delivery = \"spool\"", props)
+        );
+        let c = Config::from_toml(&ok, Path::new("/etc/relay/x.toml")).unwrap();
+        assert_eq!(
+            c.spool.unwrap().dir,
+            Path::new("/etc/relay/spool"),
+            "relative to the file"
+        );
+        let ack = with_kafka("delivery = \"ack\"", props);
+        Config::from_toml(&ack, Path::new("x.toml")).unwrap();
     }
 }

@@ -60,6 +60,30 @@ pub enum RequestError {
         /// Seconds for Retry-After.
         retry_after_s: u32,
     },
+    /// Kafka cannot take the original: a `spool` route's topic is blocked by a permanent
+    /// delivery error, or an `ack` route's original was not acknowledged (even if the upstream
+    /// answered).
+    #[error("Kafka cannot take the original ({detail}); retry after {retry_after_s} s")]
+    KafkaUnavailable {
+        /// The reason (librdkafka's classification).
+        detail: String,
+        /// Seconds for Retry-After.
+        retry_after_s: u32,
+    },
+    /// `[spool] max_bytes` reached: the original cannot be made durable, nothing is forwarded.
+    #[error("the spool is full; retry after {retry_after_s} s")]
+    SpoolFull {
+        /// Seconds for Retry-After.
+        retry_after_s: u32,
+    },
+    /// The spool cannot write (disk full, I/O error): nothing is forwarded.
+    #[error("the spool cannot write ({detail}); retry after {retry_after_s} s")]
+    SpoolUnavailable {
+        /// The OS error.
+        detail: String,
+        /// Seconds for Retry-After.
+        retry_after_s: u32,
+    },
     /// TCP connect to every tried node failed (refused, unreachable).
     #[error("the upstream {upstream} is unreachable ({detail})")]
     UpstreamUnreachable {
@@ -129,6 +153,9 @@ impl RequestError {
             MethodNotAllowed { .. } => (405, "method_not_allowed"),
             Scrub(e) => (e.status, e.code),
             KafkaBackpressure { .. } => (503, "kafka_backpressure"),
+            KafkaUnavailable { .. } => (503, "kafka_unavailable"),
+            SpoolFull { .. } => (503, "spool_full"),
+            SpoolUnavailable { .. } => (503, "spool_unavailable"),
             UpstreamUnreachable { .. } => (502, "upstream_unreachable"),
             UpstreamReset { .. } => (502, "upstream_reset"),
             UpstreamTimeout { .. } => (504, "upstream_timeout"),
@@ -149,8 +176,8 @@ impl RequestError {
             | UpstreamBadResponse { .. }
             | UpstreamTls { .. }
             | UpstreamBusy { .. } => Fault::Upstream,
-            KafkaBackpressure { .. } => Fault::Kafka,
-            Internal => Fault::Internal,
+            KafkaBackpressure { .. } | KafkaUnavailable { .. } | SpoolFull { .. } => Fault::Kafka,
+            SpoolUnavailable { .. } | Internal => Fault::Internal,
             _ => Fault::Client,
         }
     }
@@ -159,6 +186,9 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             RequestError::KafkaBackpressure { retry_after_s }
+            | RequestError::KafkaUnavailable { retry_after_s, .. }
+            | RequestError::SpoolFull { retry_after_s }
+            | RequestError::SpoolUnavailable { retry_after_s, .. }
             | RequestError::UpstreamBusy { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }

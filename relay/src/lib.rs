@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod scrub;
 pub mod server;
 pub mod service;
+pub mod spool;
 pub mod state;
 pub mod upstream;
 pub mod worker;

@@ -20,6 +20,7 @@ use relay_http::fields::{connection_tokens, is_hop_by_hop};
 use relay_http::{RequestHead, RequestHeadEncoder};
 
 use crate::error::RequestError;
+use crate::kafka::publish::{publish_original as publish, Pending};
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
 use crate::scrub::{Finding, Scrubber};
@@ -114,11 +115,14 @@ async fn run_phases<'v>(
     body: Vec<u8>,
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
-    publish_original(ctx, worker, route, head, &body)?;
+    let pending = publish_original(ctx, worker, route, head, &body).await?;
     let (body, query) = scrub(ctx, head, body)?;
     let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
     drop(body);
-    exchange(view, route, head, request).await
+    // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the answer
+    // then waits for Kafka's.
+    let response = exchange(view, route, head, request).await;
+    pending.settle(response).await
 }
 
 /// Phase 1, first after framing: finds the route by method, path and host. Refuses 404
@@ -148,16 +152,19 @@ pub fn route<'v>(
 }
 
 /// Phase 2, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
-/// path when the route has a topic. Refuses 503 `kafka_backpressure` when the path is full.
-pub fn publish_original(
+/// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
+/// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
+/// answer waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
+/// `kafka_unavailable`; an original too large for the producer is refused, never lost.
+pub async fn publish_original(
     ctx: &RequestCtx<'_>,
     worker: &Worker,
     route: &Route,
     head: &RequestHead,
     body: &[u8],
-) -> Result<(), RequestError> {
+) -> Result<Pending, RequestError> {
     let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
-        return Ok(());
+        return Ok(Pending::Nothing);
     };
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
@@ -183,11 +190,7 @@ pub fn publish_original(
         content_type: content_type.map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
     };
-    kafka
-        .try_send(rec)
-        .map_err(|r| RequestError::KafkaBackpressure {
-            retry_after_s: r.retry_after_s,
-        })
+    publish(worker, route, kafka, rec).await
 }
 
 /// Phase 3, after the original is handed over: scrubs the body and the query with the route's

@@ -57,6 +57,8 @@ pub struct Route {
     pub key: KeySource,
     /// PII policy name.
     pub pii: Option<String>,
+    /// The route's own `delivery`; `None`: `[kafka] delivery`.
+    pub delivery: Option<crate::kafka::Delivery>,
 }
 
 /// Why no route matched.
@@ -98,6 +100,7 @@ impl RouteTable {
                     .map(|k| KeySource::parse(k).unwrap_or(KeySource::None))
                     .unwrap_or(KeySource::None),
                 pii: r.pii.clone(),
+                delivery: r.delivery,
             })
             .collect();
         RouteTable { routes }
@@ -172,6 +175,7 @@ mod tests {
             topic: None,
             key: None,
             pii: None,
+            delivery: None,
         }
     }
 

@@ -121,6 +121,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Kafka queue handle.
     pub kafka: Option<KafkaSender>,
+    /// The spool, when `[spool]` is configured (each worker takes its own appender).
+    pub spool: Option<Arc<crate::spool::Spool>>,
     /// Admission control.
     pub admission: Option<Arc<Admission>>,
     /// Per-worker heartbeat (ms since start), for the watchdog.
@@ -221,6 +223,7 @@ async fn worker_main(
         server,
         shared.metrics.clone(),
         shared.kafka.clone(),
+        shared.spool.as_ref().map(|s| s.appender(index)),
         shared.admission.clone(),
         shared.hub.clone(),
     );

@@ -13,6 +13,7 @@ use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::kafka::KafkaSender;
 use crate::metrics::Metrics;
+use crate::spool::SpoolAppender;
 use crate::state::{ConfigHub, WorkerView};
 
 /// A single-threaded shutdown signal that any number of tasks can wait on.
@@ -88,6 +89,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// The Kafka queue, when configured.
     pub kafka: Option<KafkaSender>,
+    /// This worker's spool segments, when `[spool]` is configured.
+    pub spool: Option<SpoolAppender>,
     /// Admission control (user-space shedding at accept).
     pub admission: Option<Arc<Admission>>,
     /// Where reloads are published.
@@ -109,6 +112,7 @@ impl Worker {
         server: ServerConfig,
         metrics: Arc<Metrics>,
         kafka: Option<KafkaSender>,
+        spool: Option<SpoolAppender>,
         admission: Option<Arc<Admission>>,
         hub: Arc<ConfigHub>,
     ) -> Rc<Worker> {
@@ -123,6 +127,7 @@ impl Worker {
             server,
             metrics,
             kafka,
+            spool,
             admission,
             hub,
             view: RefCell::new(Rc::new(view)),

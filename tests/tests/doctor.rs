@@ -101,6 +101,8 @@ topic = "t"
 
 [kafka]
 brokers = "{up},{closed}"
+[kafka.properties]
+"message.max.bytes" = "1049600"
 "#
     )));
     let rows = rows(&table);

@@ -35,6 +35,7 @@ brokers = "{brokers}"
 [kafka.properties]
 "linger.ms" = "5"
 "reconnect.backoff.max.ms" = "500"
+"message.max.bytes" = "1049600"
 
 [[upstreams]]
 name = "tracking"

@@ -485,7 +485,7 @@ fn readyz_flips_to_503_when_the_kafka_path_is_full_and_back() {
         "methods = [\"POST\"]\nupstream = \"tracking\"",
         "methods = [\"POST\"]\nupstream = \"tracking\"\ntopic = \"app-log-topic\"",
     ) + &format!(
-        "\n[kafka]\nbrokers = \"{dead}\"\nqueue_capacity = 2\nflush_timeout_ms = 1000\n[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n"
+        "\n[kafka]\nbrokers = \"{dead}\"\nqueue_capacity = 2\nflush_timeout_ms = 1000\n[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n\"message.max.bytes\" = \"1049600\"\n"
     );
     let relay = Relay::start(&cfg);
     assert_eq!(relay.admin_get("/readyz").0, 200);

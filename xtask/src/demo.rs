@@ -218,6 +218,7 @@ queue_capacity = 1024
 flush_timeout_ms = 10000
 [kafka.properties]
 "linger.ms" = "5"
+"message.max.bytes" = "1049600"
 "#
     )
 }

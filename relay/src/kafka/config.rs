@@ -25,6 +25,16 @@ pub struct KafkaConfig {
     /// librdkafka), across all workers, in records. When reached, `on_full` applies. Default 65536.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
+    /// The same bound in bytes (payload + key of every record accepted and not yet
+    /// acknowledged). Default 268435456 (256 MiB).
+    #[serde(default = "defaults::queue_max_bytes")]
+    pub queue_max_bytes: u64,
+    /// What a 2xx promises about the original, for routes that do not set their own
+    /// `delivery`: `"memory"` (queued in relay's memory: lost on SIGKILL/OOM), `"spool"`
+    /// (durable on local disk, `[spool]`; relay delivers it across crashes and Kafka outages)
+    /// or `"ack"` (Kafka acknowledged it, acks=all). Default `"memory"`.
+    #[serde(default)]
+    pub delivery: Delivery,
     /// What a request gets when the queue is full: `"reject"` (503 + `Retry-After`, JSON error
     /// `kafka_backpressure`, nothing forwarded). Default `"reject"`.
     #[serde(default)]
@@ -55,8 +65,39 @@ pub enum OnFull {
     Reject,
 }
 
+/// What a 2xx promises about a route's original (README "Delivery modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Queued in relay's memory (bounded in records and bytes); a SIGKILL loses the queue.
+    #[default]
+    Memory,
+    /// Durable in the worker's spool segment (group `fdatasync`) before the upstream is called.
+    Spool,
+    /// Acknowledged by Kafka (acks=all); the upstream exchange runs during the round trip.
+    Ack,
+}
+
+impl Delivery {
+    /// The config / label spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Delivery::Memory => "memory",
+            Delivery::Spool => "spool",
+            Delivery::Ack => "ack",
+        }
+    }
+}
+
+/// librdkafka's default `message.max.bytes`.
+pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// Default values, one function per field (serde needs functions).
 pub mod defaults {
+    /// 256 MiB.
+    pub fn queue_max_bytes() -> u64 {
+        256 << 20
+    }
     /// 65536 records.
     pub fn queue_capacity() -> usize {
         65536
@@ -81,6 +122,8 @@ impl KafkaConfig {
         KafkaConfig {
             brokers: brokers.into(),
             queue_capacity: defaults::queue_capacity(),
+            queue_max_bytes: defaults::queue_max_bytes(),
+            delivery: Delivery::Memory,
             on_full: OnFull::Reject,
             retry_after_s: defaults::retry_after_s(),
             flush_timeout_ms: defaults::flush_timeout_ms(),
@@ -118,6 +161,12 @@ impl KafkaConfig {
             p.push(
                 format!("{field}.queue_capacity"),
                 "must be at least 1 record",
+            );
+        }
+        if self.queue_max_bytes == 0 {
+            p.push(
+                format!("{field}.queue_max_bytes"),
+                "must be at least 1 byte (256 MiB by default)",
             );
         }
         if self.retry_after_s == 0 {
@@ -162,6 +211,15 @@ impl KafkaConfig {
             {
                 p.push(format!("{field}.properties"), librdkafka_message(&e));
             }
+        }
+    }
+
+    /// The producer's `message.max.bytes`: from `[kafka.properties]`, else librdkafka's
+    /// default (1000000). `Err` with the text when the property does not parse.
+    pub fn message_max_bytes(&self) -> Result<usize, String> {
+        match self.properties.get("message.max.bytes") {
+            None => Ok(LIBRDKAFKA_MESSAGE_MAX_BYTES),
+            Some(v) => v.trim().parse().map_err(|_| v.clone()),
         }
     }
 

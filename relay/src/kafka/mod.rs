@@ -16,6 +16,7 @@
 mod config;
 mod error;
 mod producer;
+pub mod publish;
 mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -27,11 +28,13 @@ use crossbeam_queue::ArrayQueue;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{Producer, PurgeConfig};
 
-pub use config::{defaults, KafkaConfig, OnFull, DEFAULT_PROPERTIES};
+pub use config::{
+    defaults, Delivery, KafkaConfig, OnFull, DEFAULT_PROPERTIES, LIBRDKAFKA_MESSAGE_MAX_BYTES,
+};
 pub use error::{KafkaError, KafkaRejected};
 pub use stats::{
-    FailReason, Histogram, HistogramSnapshot, KafkaStats, TopicSnapshot, BUCKETS, MAX_TOPICS,
-    OVERFLOW_TOPIC,
+    FailReason, Histogram, HistogramSnapshot, KafkaStats, Promise, TopicSnapshot, BUCKETS,
+    MAX_TOPICS, OVERFLOW_TOPIC,
 };
 
 use producer::{Queued, RelayContext, RelayProducer, Shared, Sleeper};
@@ -57,6 +60,47 @@ pub struct OriginalRecord {
     pub key_id: Option<String>,
 }
 
+impl OriginalRecord {
+    /// Bytes counted against `queue_max_bytes`: payload + key.
+    pub fn queued_bytes(&self) -> u64 {
+        (self.payload.len() + self.key.as_ref().map_or(0, Vec::len)) as u64
+    }
+}
+
+/// Called once with a record's delivery outcome, on a producer thread.
+pub type OnDone = Box<dyn FnOnce(Result<(), FailReason>) + Send + Sync>;
+
+/// Who learns a record's outcome, and what its failure means.
+pub enum Done {
+    /// `memory`: nobody waits; a failure is counted in `relay_kafka_originals_lost_total`.
+    Memory,
+    /// `ack`: the request waiting on the receiver.
+    Ack(futures_channel::oneshot::Sender<Result<(), FailReason>>),
+    /// `spool`: the spool, which keeps the record until it is delivered.
+    Spooled(OnDone),
+}
+
+impl Done {
+    pub(crate) fn promise(&self) -> Promise {
+        match self {
+            Done::Memory => Promise::Memory,
+            Done::Ack(_) => Promise::Ack,
+            Done::Spooled(_) => Promise::Spooled,
+        }
+    }
+
+    /// Reports the outcome to whoever waits.
+    pub(crate) fn finish(self, r: Result<(), FailReason>) {
+        match self {
+            Done::Memory => {}
+            Done::Ack(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Spooled(f) => f(r),
+        }
+    }
+}
+
 /// What [`KafkaPath::shutdown`] reports. `enqueued = delivered + failed + pending`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlushReport {
@@ -66,14 +110,19 @@ pub struct FlushReport {
     pub delivered: u64,
     /// Records that failed with a delivery error.
     pub failed: u64,
-    /// Records neither delivered nor failed by the deadline (purged: lost).
+    /// Records neither delivered nor failed by the deadline (purged).
     pub pending: u64,
+    /// Of `pending`, records whose original is kept in the spool (delivered after restart:
+    /// not lost).
+    pub spooled: u64,
+    /// `memory` originals lost: failed, or pending at the deadline (a 2xx was answered).
+    pub lost: u64,
 }
 
 impl FlushReport {
-    /// Whether any accepted record was lost (`failed + pending > 0`): exit non-zero.
+    /// Whether any original answered 2xx was lost: exit non-zero.
     pub fn lost_any(&self) -> bool {
-        self.failed + self.pending > 0
+        self.lost > 0
     }
 }
 
@@ -81,8 +130,8 @@ impl std::fmt::Display for FlushReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "enqueued={} delivered={} failed={} pending={}",
-            self.enqueued, self.delivered, self.failed, self.pending
+            "enqueued={} delivered={} failed={} pending={} spooled={} lost={}",
+            self.enqueued, self.delivered, self.failed, self.pending, self.spooled, self.lost
         )
     }
 }
@@ -94,48 +143,80 @@ pub struct KafkaSender {
 }
 
 impl KafkaSender {
-    /// Queues `rec` for Kafka, or refuses at once when `queue_capacity` records are already
-    /// accepted and unacknowledged (or the path is shutting down). Lock-free; never blocks.
+    /// Queues `rec` for Kafka (`memory` delivery), or refuses at once when `queue_capacity`
+    /// records or `queue_max_bytes` bytes are already accepted and unacknowledged (or the
+    /// path is shutting down). Lock-free; never blocks.
     pub fn try_send(&self, rec: OriginalRecord) -> Result<(), KafkaRejected> {
+        self.try_send_with(rec, Done::Memory)
+    }
+
+    /// [`try_send`](Self::try_send) with who learns the outcome. A refusal of a spooled record
+    /// is not counted as a rejected request (the record waits in the spool).
+    pub fn try_send_with(&self, rec: OriginalRecord, done: Done) -> Result<(), KafkaRejected> {
         let s = &*self.shared;
         let rejected = KafkaRejected {
             retry_after_s: s.retry_after_s,
         };
-        if s.closing.load(Relaxed) {
-            s.stats.on_rejected();
-            return Err(rejected);
-        }
-        let cap = s.stats.capacity() as usize;
-        let mut cur = s.stats.outstanding.load(Relaxed);
-        loop {
-            if cur >= cap {
+        let promise = done.promise();
+        let bytes = rec.queued_bytes();
+        if s.closing.load(Relaxed) || !s.stats.reserve(bytes, promise) {
+            if promise != Promise::Spooled {
                 s.stats.on_rejected();
-                return Err(rejected);
             }
-            match s
-                .stats
-                .outstanding
-                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+            return Err(rejected);
         }
         let slot = s.stats.slot(&rec.topic);
         let q = Queued {
             rec,
             enqueued_at: Instant::now(),
             slot,
+            bytes,
+            done,
         };
-        if s.queue.push(q).is_err() {
+        if let Err(q) = s.queue.push(q) {
             // Unreachable: the queue holds at most `outstanding` <= capacity records.
-            s.stats.outstanding.fetch_sub(1, SeqCst);
+            s.stats.unreserve(q.bytes, promise);
             s.stats.on_rejected();
             return Err(rejected);
         }
         s.stats.on_enqueued(slot);
         s.wake_one();
         Ok(())
+    }
+
+    /// Whether `topic` is blocked by a permanent delivery error (spool routes refuse while it
+    /// is; the spool's retries unblock it).
+    pub fn topic_blocked(&self, topic: &Arc<str>) -> Option<FailReason> {
+        let st = &self.shared.stats;
+        st.blocked(st.slot(topic))
+    }
+
+    /// The delivery mode of routes that do not set their own.
+    pub fn default_delivery(&self) -> Delivery {
+        self.shared.delivery
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &KafkaStats {
+        &self.shared.stats
+    }
+
+    /// `Retry-After` seconds for refusals.
+    pub fn retry_after_s(&self) -> u32 {
+        self.shared.retry_after_s
+    }
+
+    /// Whether a record could be queued now (a hint: another sender may take the room).
+    pub fn has_room(&self) -> bool {
+        let st = &self.shared.stats;
+        !self.shared.closing.load(Relaxed)
+            && st.depth() < st.capacity()
+            && st.depth_bytes() < st.capacity_bytes()
+    }
+
+    /// The producer's `message.max.bytes`.
+    pub fn message_max_bytes(&self) -> usize {
+        self.shared.message_max_bytes
     }
 }
 
@@ -164,7 +245,11 @@ impl KafkaPath {
         let cc = cfg.client_config();
         let shared = Arc::new(Shared {
             queue: ArrayQueue::new(capacity),
-            stats: Arc::new(KafkaStats::new(capacity)),
+            stats: Arc::new(KafkaStats::new(capacity, cfg.queue_max_bytes.max(1))),
+            delivery: cfg.delivery,
+            message_max_bytes: cfg
+                .message_max_bytes()
+                .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES),
             closing: AtomicBool::new(false),
             retry_after_s: cfg.retry_after_s.max(1),
             sleepers: (0..n).map(|_| Sleeper::default()).collect(),
@@ -212,21 +297,13 @@ impl KafkaPath {
         self.shared.stats.clone()
     }
 
-    /// `Ok` while the path can take records; `Err(reason)` when the queue is full (for
-    /// `/readyz`).
+    /// `Ok` while the path can take records; `Err(reason)` when the queue is full or a
+    /// topic's last delivery failed permanently (for `/readyz`).
     pub fn is_accepting(&self) -> Result<(), String> {
-        let st = &self.shared.stats;
         if self.shared.closing.load(Relaxed) {
             return Err("the Kafka path is shutting down".into());
         }
-        if st.depth() >= st.capacity() {
-            return Err(format!(
-                "the Kafka queue is full: {} of {} records await broker acknowledgement",
-                st.depth(),
-                st.capacity()
-            ));
-        }
-        Ok(())
+        readiness(&self.shared.stats)
     }
 
     /// Stops taking records, hands everything queued to librdkafka, waits until `deadline` for
@@ -249,11 +326,17 @@ impl KafkaPath {
         let enqueued = st.enqueued_total();
         let delivered = st.delivered_total();
         let failed = st.failed_total();
+        let memory_pending = st.outstanding(Promise::Memory);
+        if memory_pending > 0 {
+            st.on_lost(FailReason::Purged, memory_pending);
+        }
         let report = FlushReport {
             enqueued,
             delivered,
             failed,
             pending: enqueued.saturating_sub(delivered + failed),
+            spooled: st.outstanding(Promise::Spooled),
+            lost: st.lost().iter().map(|(_, n)| n).sum(),
         };
         // What is left is lost: drop it from librdkafka and from relay's queue.
         for p in &producers {
@@ -269,6 +352,26 @@ impl KafkaPath {
         }
         report
     }
+}
+
+/// `Err(reason)` when the Kafka path cannot promise delivery: full (records or bytes), or a
+/// topic blocked by a permanent error.
+pub fn readiness(st: &KafkaStats) -> Result<(), String> {
+    if st.depth() >= st.capacity() {
+        return Err(format!(
+            "the Kafka queue is full: {} of {} records await broker acknowledgement",
+            st.depth(),
+            st.capacity()
+        ));
+    }
+    if st.depth_bytes() >= st.capacity_bytes() {
+        return Err(format!(
+            "the Kafka queue is full: {} of {} bytes await broker acknowledgement",
+            st.depth_bytes(),
+            st.capacity_bytes()
+        ));
+    }
+    st.health()
 }
 
 impl Drop for KafkaPath {

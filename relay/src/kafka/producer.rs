@@ -14,8 +14,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
 
-use super::stats::{FailReason, KafkaStats};
-use super::OriginalRecord;
+use super::stats::{FailReason, KafkaStats, Promise};
+use super::{Delivery, Done, OriginalRecord};
 
 /// How long an idle producer thread with nothing in flight sleeps before looking again (a
 /// `try_send` wakes it at once).
@@ -32,12 +32,18 @@ pub(crate) struct Queued {
     pub rec: OriginalRecord,
     pub enqueued_at: Instant,
     pub slot: usize,
+    /// Bytes counted against `queue_max_bytes`.
+    pub bytes: u64,
+    /// Who learns the outcome.
+    pub done: Done,
 }
 
 /// What a delivery report carries back.
 pub(crate) struct Inflight {
     slot: usize,
     enqueued_at: Instant,
+    bytes: u64,
+    done: Done,
 }
 
 /// Rate-limits WARN lines to one per second per key, counting what was suppressed.
@@ -95,6 +101,10 @@ pub(crate) struct Shared {
     pub stats: Arc<KafkaStats>,
     pub closing: AtomicBool,
     pub retry_after_s: u32,
+    /// `[kafka] delivery`: the mode of routes without their own.
+    pub delivery: Delivery,
+    /// The producer's `message.max.bytes`.
+    pub message_max_bytes: usize,
     /// One entry per producer thread.
     pub sleepers: Vec<Sleeper>,
     pub log: RateLimitedLog,
@@ -147,13 +157,25 @@ impl ProducerContext for RelayContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, inflight: Box<Inflight>) {
         let stats = &self.shared.stats;
+        let Inflight {
+            slot,
+            enqueued_at,
+            bytes,
+            done,
+        } = *inflight;
+        let promise = done.promise();
         match result {
-            Ok(_) => stats.on_delivered(inflight.slot, inflight.enqueued_at.elapsed()),
+            Ok(_) => {
+                stats.on_delivered(slot, enqueued_at.elapsed(), bytes, promise);
+                done.finish(Ok(()));
+            }
             Err((e, msg)) => {
                 let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
                 let reason = FailReason::from_code(code);
-                stats.on_failed(inflight.slot, reason);
-                self.log_failure(msg.topic(), code, reason, &e.to_string());
+                let text = e.to_string();
+                stats.on_failed(slot, reason, &text, bytes, promise);
+                self.log_failure(msg.topic(), code, reason, &text);
+                done.finish(Err(reason));
             }
         }
     }
@@ -163,13 +185,24 @@ impl RelayContext {
     fn log_failure(&self, topic: &str, code: RDKafkaErrorCode, reason: FailReason, error: &str) {
         let key = format!("{code:?}");
         if let Some(suppressed) = self.shared.log.allow(&key) {
-            tracing::warn!(
-                topic,
-                reason = reason.label(),
-                error,
-                suppressed,
-                "kafka delivery failed"
-            );
+            if reason.is_permanent() {
+                tracing::error!(
+                    topic,
+                    reason = reason.label(),
+                    error,
+                    suppressed,
+                    "kafka delivery failed permanently: spool routes of this topic refuse \
+                     traffic and /readyz fails until a delivery succeeds"
+                );
+            } else {
+                tracing::warn!(
+                    topic,
+                    reason = reason.label(),
+                    error,
+                    suppressed,
+                    "kafka delivery failed"
+                );
+            }
         }
     }
 }
@@ -224,7 +257,15 @@ pub(crate) fn run(
                 let _ = shared.queue.push(q);
             }
             if let Some(d) = dl {
-                let _ = producer.flush(d.saturating_duration_since(Instant::now()));
+                // Wait for the records whose outcome matters now (memory, ack); spooled ones
+                // stay in the spool and need no flush to stop safely.
+                let st = &shared.stats;
+                while st.outstanding(Promise::Memory) + st.outstanding(Promise::Ack) > 0
+                    && Instant::now() < d
+                {
+                    producer.poll(Duration::from_millis(5));
+                }
+                producer.poll(Duration::ZERO);
             }
             return producer;
         }
@@ -262,6 +303,8 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
         rec,
         enqueued_at,
         slot,
+        bytes,
+        done,
     } = q;
     let mut headers = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -284,31 +327,45 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
             value: Some(k.as_bytes()),
         });
     }
-    let mut record =
-        BaseRecord::with_opaque_to(&rec.topic, Box::new(Inflight { slot, enqueued_at }))
-            .payload(&rec.payload[..])
-            .timestamp(rec.timestamp_ms)
-            .headers(headers);
+    let promise = done.promise();
+    let mut record = BaseRecord::with_opaque_to(
+        &rec.topic,
+        Box::new(Inflight {
+            slot,
+            enqueued_at,
+            bytes,
+            done,
+        }),
+    )
+    .payload(&rec.payload[..])
+    .timestamp(rec.timestamp_ms)
+    .headers(headers);
     if let Some(k) = &rec.key {
         record = record.key(&k[..]);
     }
-    let sent = producer.send(record).map_err(|(e, _record)| e);
+    let sent = producer.send(record);
     match sent {
         Ok(()) => None,
-        Err(e) => {
+        Err((e, record)) => {
+            let inflight = record.delivery_opaque;
             let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
             if code == RDKafkaErrorCode::QueueFull {
-                drop(e);
                 return Some(Queued {
                     rec,
                     enqueued_at,
                     slot,
+                    bytes,
+                    done: inflight.done,
                 });
             }
             let reason = FailReason::from_code(code);
             let ctx = producer.context();
-            ctx.shared.stats.on_failed(slot, reason);
-            ctx.log_failure(&rec.topic, code, reason, &e.to_string());
+            let text = e.to_string();
+            ctx.shared
+                .stats
+                .on_failed(slot, reason, &text, bytes, promise);
+            ctx.log_failure(&rec.topic, code, reason, &text);
+            inflight.done.finish(Err(reason));
             None
         }
     }

@@ -5,8 +5,8 @@
 //! slots (`OnceLock` each), so the request path finds its topic's counters with atomic loads
 //! only; topics beyond the table share the [`OVERFLOW_TOPIC`] slot.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Distinct topics tracked one by one; more share [`OVERFLOW_TOPIC`].
@@ -34,21 +34,36 @@ pub enum FailReason {
     Purged,
     /// librdkafka's own queue refused it.
     LocalQueueFull,
+    /// The producer hit a fatal error (idempotence state lost, fenced): it cannot deliver.
+    Fatal,
     /// Anything else (the log line carries librdkafka's reason).
     Other,
 }
 
 impl FailReason {
     /// Every reason, in label order.
-    pub const ALL: [FailReason; 7] = [
+    pub const ALL: [FailReason; 8] = [
         FailReason::TimedOut,
         FailReason::TooLarge,
         FailReason::UnknownTopic,
         FailReason::Unauthorized,
         FailReason::Purged,
         FailReason::LocalQueueFull,
+        FailReason::Fatal,
         FailReason::Other,
     ];
+
+    /// Whether retrying cannot help until an operator acts (topic, ACL, sizes, a fatal
+    /// producer error): the route stops taking traffic (spool) and `/readyz` fails.
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            FailReason::TooLarge
+                | FailReason::UnknownTopic
+                | FailReason::Unauthorized
+                | FailReason::Fatal
+        )
+    }
 
     /// The metrics label.
     pub fn label(self) -> &'static str {
@@ -59,6 +74,7 @@ impl FailReason {
             FailReason::Unauthorized => "unauthorized",
             FailReason::Purged => "purged",
             FailReason::LocalQueueFull => "local_queue_full",
+            FailReason::Fatal => "fatal",
             FailReason::Other => "other",
         }
     }
@@ -75,6 +91,12 @@ impl FailReason {
             C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => FailReason::Unauthorized,
             C::PurgeQueue | C::PurgeInflight => FailReason::Purged,
             C::QueueFull => FailReason::LocalQueueFull,
+            C::Fatal
+            | C::OutOfOrderSequenceNumber
+            | C::InvalidProducerEpoch
+            | C::ProducerFenced
+            | C::InvalidProducerIdMapping
+            | C::TransactionalIdAuthorizationFailed => FailReason::Fatal,
             _ => FailReason::Other,
         }
     }
@@ -149,6 +171,11 @@ pub struct TopicStats {
     delivered: AtomicU64,
     failed: [AtomicU64; FailReason::ALL.len()],
     latency: Histogram,
+    /// 0, or 1 + the index of the permanent [`FailReason`] of the last failure (cleared by
+    /// the next delivery to this topic).
+    blocked: AtomicU8,
+    /// librdkafka's text for the last permanent failure.
+    blocked_error: Mutex<String>,
 }
 
 impl TopicStats {
@@ -159,8 +186,21 @@ impl TopicStats {
             delivered: AtomicU64::new(0),
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: Histogram::default(),
+            blocked: AtomicU8::new(0),
+            blocked_error: Mutex::new(String::new()),
         }
     }
+}
+
+/// What a 2xx promised about a record: decides what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promise {
+    /// `memory`: a failure loses the original (counted in `originals_lost`).
+    Memory,
+    /// `ack`: the waiting request learns the outcome (503 on failure): nothing is lost.
+    Ack,
+    /// `spool`: the spool keeps the record until it is delivered: nothing is lost.
+    Spooled,
 }
 
 /// A point-in-time copy of one topic's counters.
@@ -190,8 +230,15 @@ pub struct TopicSnapshot {
 #[derive(Debug)]
 pub struct KafkaStats {
     capacity: usize,
+    capacity_bytes: u64,
     /// Accepted, not yet acknowledged or failed (relay's queue + librdkafka's).
     pub(crate) outstanding: AtomicUsize,
+    /// Payload + key bytes of the `outstanding` records.
+    pub(crate) outstanding_bytes: AtomicU64,
+    /// `outstanding` by [`Promise`] (memory, ack, spooled).
+    by_promise: [AtomicUsize; 3],
+    /// Memory-mode originals lost, by reason.
+    lost: [AtomicU64; FailReason::ALL.len()],
     rejected_full: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -200,10 +247,14 @@ pub struct KafkaStats {
 }
 
 impl KafkaStats {
-    pub(crate) fn new(capacity: usize) -> KafkaStats {
+    pub(crate) fn new(capacity: usize, capacity_bytes: u64) -> KafkaStats {
         KafkaStats {
             capacity,
+            capacity_bytes,
             outstanding: AtomicUsize::new(0),
+            outstanding_bytes: AtomicU64::new(0),
+            by_promise: std::array::from_fn(|_| AtomicUsize::new(0)),
+            lost: std::array::from_fn(|_| AtomicU64::new(0)),
             rejected_full: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -224,6 +275,62 @@ impl KafkaStats {
     /// `queue_capacity`, in records.
     pub fn capacity(&self) -> u64 {
         self.capacity as u64
+    }
+    /// Payload + key bytes of the records counted in [`depth`](Self::depth).
+    pub fn depth_bytes(&self) -> u64 {
+        self.outstanding_bytes.load(SeqCst)
+    }
+    /// `queue_max_bytes`.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+    /// Records in the Kafka path (queued or in librdkafka) that a 2xx promised as `p`.
+    pub fn outstanding(&self, p: Promise) -> u64 {
+        self.by_promise[p as usize].load(SeqCst) as u64
+    }
+    /// Memory-mode originals lost, by reason (every reason listed).
+    pub fn lost(&self) -> Vec<(FailReason, u64)> {
+        FailReason::ALL
+            .iter()
+            .map(|r| (*r, self.lost[r.index()].load(Relaxed)))
+            .collect()
+    }
+    /// Counts `n` memory-mode originals lost for `reason` (purged at shutdown).
+    pub(crate) fn on_lost(&self, reason: FailReason, n: u64) {
+        self.lost[reason.index()].fetch_add(n, Relaxed);
+    }
+    /// Whether `slot`'s topic is blocked by a permanent error (spool routes refuse traffic).
+    pub fn blocked(&self, slot: usize) -> Option<FailReason> {
+        match self.topic(slot).blocked.load(Relaxed) {
+            0 => None,
+            n => FailReason::ALL.get(usize::from(n) - 1).copied(),
+        }
+    }
+    /// `Err(why)` while a topic's last delivery failed with a permanent error (for
+    /// `/readyz`): names the topic, the reason and librdkafka's text.
+    pub fn health(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        let all = self
+            .topics
+            .iter()
+            .filter_map(|c| c.get())
+            .chain(std::iter::once(&self.overflow));
+        for t in all {
+            let b = t.blocked.load(Relaxed);
+            if b != 0 {
+                let reason = FailReason::ALL[usize::from(b) - 1].label();
+                let err = t.blocked_error.lock().unwrap_or_else(|e| e.into_inner());
+                bad.push(format!(
+                    "topic {:?}: permanent Kafka error {reason} ({err})",
+                    &*t.name
+                ));
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("; "))
+        }
     }
     /// Records accepted by `try_send`, all topics (the sum of the per-topic counters, so the
     /// request path bumps one shared counter fewer).
@@ -306,18 +413,76 @@ impl KafkaStats {
         self.rejected_full.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn on_delivered(&self, slot: usize, latency: Duration) {
-        // Room first, totals last (SeqCst): whoever sees a total sees the room freed.
+    /// Takes room for one record of `bytes`, or says the path is full.
+    pub(crate) fn reserve(&self, bytes: u64, p: Promise) -> bool {
+        let cap = self.capacity;
+        let mut cur = self.outstanding.load(Relaxed);
+        loop {
+            if cur >= cap {
+                return false;
+            }
+            match self
+                .outstanding
+                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let before = self.outstanding_bytes.fetch_add(bytes, SeqCst);
+        // One record larger than the whole bound still passes an empty path.
+        if before > 0 && before + bytes > self.capacity_bytes {
+            self.outstanding_bytes.fetch_sub(bytes, SeqCst);
+            self.outstanding.fetch_sub(1, SeqCst);
+            return false;
+        }
+        self.by_promise[p as usize].fetch_add(1, SeqCst);
+        true
+    }
+
+    /// Gives back a reservation that was never queued.
+    pub(crate) fn unreserve(&self, bytes: u64, p: Promise) {
+        self.release(bytes, p)
+    }
+
+    /// Gives back the room of a record that was reserved and is done (delivered or failed).
+    fn release(&self, bytes: u64, p: Promise) {
+        self.by_promise[p as usize].fetch_sub(1, SeqCst);
+        self.outstanding_bytes.fetch_sub(bytes, SeqCst);
         self.outstanding.fetch_sub(1, SeqCst);
+    }
+
+    pub(crate) fn on_delivered(&self, slot: usize, latency: Duration, bytes: u64, p: Promise) {
+        // Room first, totals last (SeqCst): whoever sees a total sees the room freed.
+        self.release(bytes, p);
         let t = self.topic(slot);
+        if t.blocked.load(Relaxed) != 0 {
+            t.blocked.store(0, Relaxed);
+            tracing::info!(topic = %t.name, "Kafka delivers to the topic again");
+        }
         t.delivered.fetch_add(1, Relaxed);
         t.latency.observe(latency);
         self.delivered.fetch_add(1, SeqCst);
     }
 
-    pub(crate) fn on_failed(&self, slot: usize, reason: FailReason) {
-        self.outstanding.fetch_sub(1, SeqCst);
-        self.topic(slot).failed[reason.index()].fetch_add(1, Relaxed);
+    pub(crate) fn on_failed(
+        &self,
+        slot: usize,
+        reason: FailReason,
+        error: &str,
+        bytes: u64,
+        p: Promise,
+    ) {
+        self.release(bytes, p);
+        let t = self.topic(slot);
+        if reason.is_permanent() {
+            *t.blocked_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+            t.blocked.store(reason.index() as u8 + 1, Relaxed);
+        }
+        if p == Promise::Memory {
+            self.lost[reason.index()].fetch_add(1, Relaxed);
+        }
+        t.failed[reason.index()].fetch_add(1, Relaxed);
         self.failed.fetch_add(1, SeqCst);
     }
 }
@@ -364,7 +529,7 @@ mod tests {
 
     #[test]
     fn topics_intern_and_overflow() {
-        let st = KafkaStats::new(10);
+        let st = KafkaStats::new(10, 1 << 20);
         let a: Arc<str> = "a".into();
         let sa = st.slot(&a);
         assert_eq!(sa, st.slot(&"a".into()));

@@ -162,7 +162,9 @@ pub fn roundtrip_with(
             enqueued: n as u64,
             delivered: n as u64,
             failed: 0,
-            pending: 0
+            pending: 0,
+            spooled: 0,
+            lost: 0,
         }
     );
     let t = stats.topics();
@@ -255,7 +257,9 @@ pub fn backpressure(b: &mut dyn Broker, topic: &str) -> (u64, u64, FlushReport) 
             enqueued: accepted,
             delivered: accepted,
             failed: 0,
-            pending: 0
+            pending: 0,
+            spooled: 0,
+            lost: 0,
         }
     );
     let mut expect = Vec::new();
@@ -291,7 +295,9 @@ pub fn shutdown_with_broker_down(b: &mut dyn Broker, topic: &str) -> FlushReport
             enqueued: 11,
             delivered: 1,
             failed: 0,
-            pending: 10
+            pending: 10,
+            spooled: 0,
+            lost: 10,
         }
     );
     assert!(report.lost_any());
@@ -317,7 +323,9 @@ pub fn shutdown_flushes_under_load(b: &dyn Broker, topic: &str, n: usize) -> Flu
             enqueued: n as u64,
             delivered: n as u64,
             failed: 0,
-            pending: 0
+            pending: 0,
+            spooled: 0,
+            lost: 0,
         }
     );
     let got = read_topic(&b.bootstrap(), &topic, n, LONG);

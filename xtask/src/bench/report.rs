@@ -219,6 +219,12 @@ pub(super) fn ratios(scs: &[Scenario], p99_ms: f64) -> BTreeMap<String, Option<f
         ("2 workers/1 worker (io_uring)", "uring-2w", "uring-1w"),
         ("scrub/plain proxy (1 worker)", "scrub-1w", "uring-1w"),
         ("full work/plain proxy (1 worker)", "full-1w", "uring-1w"),
+        (
+            "full work spool/memory (1 worker)",
+            "full-spool-1w",
+            "full-1w",
+        ),
+        ("full work ack/memory (1 worker)", "full-ack-1w", "full-1w"),
         ("relay io_uring 1 worker/direct", "uring-1w", "direct"),
     ] {
         m.insert(

@@ -81,6 +81,16 @@ pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
             relay: Some(("io_uring", 1, Work::Full)),
             reference: None,
         },
+        "full-spool-1w" => ScenarioSpec {
+            what: "relay full work, delivery spool (durable before forwarding), io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Full)),
+            reference: None,
+        },
+        "full-ack-1w" => ScenarioSpec {
+            what: "relay full work, delivery ack (Kafka acknowledged before answering), io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Full)),
+            reference: None,
+        },
         "nginx" => ScenarioSpec {
             what: "nginx reference: proxy_pass with upstream keep-alive, 1 worker process, no body work",
             relay: None,
@@ -147,7 +157,31 @@ key_id = "bench"
         );
     }
     if let Some(b) = kafka {
-        c.push_str(&format!("\n[kafka]\nbrokers = \"{b}\"\n"));
+        c.push_str(&format!(
+            "\n[kafka]\nbrokers = \"{b}\"\n[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n"
+        ));
+    }
+    c
+}
+
+/// The delivery mode of a full-work scenario (`full-spool-1w`, `full-ack-1w`; `full-1w` keeps
+/// "memory"): sets `[kafka] delivery` and, for spool, a `[spool]` under the output directory.
+fn with_delivery(scenario: &str, out: &Path, config: String) -> String {
+    let delivery = if scenario.contains("-spool-") {
+        "spool"
+    } else if scenario.contains("-ack-") {
+        "ack"
+    } else {
+        return config;
+    };
+    let mut c = config.replace(
+        "\n[kafka]\n",
+        &format!("\n[kafka]\ndelivery = \"{delivery}\"\n"),
+    );
+    if delivery == "spool" {
+        let dir = out.join(format!("spool-{scenario}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        c.push_str(&format!("\n[spool]\ndir = \"{}\"\n", dir.display()));
     }
     c
 }
@@ -249,7 +283,11 @@ pub(super) fn run_scenario(
                     broker = Some(b);
                     sc.pinning
                         .push_str("; tansu broker (in memory): with the lab");
-                    relay_config(engine, workers, &upstream, true, Some(&addr))
+                    with_delivery(
+                        name,
+                        out,
+                        relay_config(engine, workers, &upstream, true, Some(&addr)),
+                    )
                 }
                 Err(why) => {
                     eprintln!("xtask bench: {name}: {why}");
