@@ -15,9 +15,9 @@ use crate::cpu_quota;
 use crate::kafka::{KafkaPath, KafkaStats};
 use crate::metrics::{esc, family, histogram_series, Metrics};
 use crate::runtime::{self, Shared};
-use crate::service;
+use crate::snapshot::{ConfigHub, Snapshot};
 use crate::spool::Spool;
-use crate::state::{ConfigHub, Snapshot};
+use crate::systemd;
 
 /// Options of `relay run` beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -259,10 +259,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
         }
     }
 
-    if let Err(e) = service::notify_ready() {
+    if let Err(e) = systemd::notify_ready() {
         tracing::warn!(error = %e, "cannot notify systemd (READY=1)");
     }
-    let _watchdog = service::spawn_watchdog(workers_alive.clone());
+    let _watchdog = systemd::spawn_watchdog(workers_alive.clone());
 
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
@@ -275,9 +275,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
-                let _ = service::notify_reloading();
+                let _ = systemd::notify_reloading();
                 let _ = reload(&hub, &metrics);
-                let _ = service::notify_ready();
+                let _ = systemd::notify_ready();
             }
             s => {
                 stop_signal = s;
@@ -291,7 +291,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> i32 {
     // `flush_timeout_ms`), keeping a little for the spool's last group commit.
     let stop_started = Instant::now();
     let budget_end = stop_started + Duration::from_millis(config.server.shutdown_budget_ms);
-    if let Err(e) = service::notify_stopping() {
+    if let Err(e) = systemd::notify_stopping() {
         tracing::warn!(error = %e, "cannot notify systemd (STOPPING=1)");
     }
     tracing::info!(

@@ -24,7 +24,7 @@ use crate::kafka::publish::{publish_original as publish, Pending};
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
 use crate::scrub::{Finding, Scrubber};
-use crate::state::WorkerView;
+use crate::snapshot::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
 

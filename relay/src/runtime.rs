@@ -17,7 +17,7 @@ use crate::cpu_quota::WorkerPlan;
 use crate::kafka::KafkaSender;
 use crate::metrics::Metrics;
 use crate::server::serve_connection;
-use crate::state::ConfigHub;
+use crate::snapshot::ConfigHub;
 use crate::worker::Worker;
 
 /// The driver actually used.

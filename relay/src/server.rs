@@ -22,7 +22,7 @@ use relay_http::{BodyDecoder, BodyLimits, HeadLimits, HeadScanner, HttpError, Re
 use crate::error::RequestError;
 use crate::proxy::{self, Handled};
 use crate::reply::{write_error, CONTINUE};
-use crate::state::WorkerView;
+use crate::snapshot::WorkerView;
 use crate::upstream::stream::read_more;
 use crate::worker::Worker;
 

@@ -13,8 +13,8 @@ use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::kafka::KafkaSender;
 use crate::metrics::Metrics;
+use crate::snapshot::{ConfigHub, WorkerView};
 use crate::spool::SpoolAppender;
-use crate::state::{ConfigHub, WorkerView};
 
 /// A single-threaded shutdown signal that any number of tasks can wait on.
 #[derive(Default)]

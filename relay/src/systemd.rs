@@ -414,7 +414,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "service::tests::child_sends_through_the_environment",
+                "systemd::tests::child_sends_through_the_environment",
                 "--ignored",
                 "--test-threads=1",
             ])
@@ -437,7 +437,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "service::tests::child_sends_through_the_environment",
+                "systemd::tests::child_sends_through_the_environment",
                 "--ignored",
                 "--test-threads=1",
             ])
