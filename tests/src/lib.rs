@@ -3,6 +3,8 @@
 //!
 //! Everything binds port 0 and every child process is killed when its guard drops.
 
+pub mod broker;
+
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

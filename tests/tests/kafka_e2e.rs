@@ -4,8 +4,7 @@
 //! Retry-After and the upstream gets none of those; broker back -> flows; SIGTERM under load
 //! flushes everything.
 
-#[path = "../../relay/tests/kafka_support/broker.rs"]
-mod broker;
+use relay_e2e::broker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

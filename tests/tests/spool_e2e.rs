@@ -14,8 +14,7 @@
 //!
 //! Each test is bounded (tens of seconds) and waits on conditions, never on sleeps alone.
 
-#[path = "../../relay/tests/kafka_support/broker.rs"]
-mod broker;
+use relay_e2e::broker;
 
 use std::collections::HashSet;
 use std::io::{BufReader, Write};

@@ -2,7 +2,7 @@
 //! scenarios run against each broker.
 #![allow(dead_code)]
 
-pub mod broker;
+pub use relay_e2e::broker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -354,7 +354,14 @@ pub struct Mock(
     pub rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 );
 
+impl Default for Mock {
+    fn default() -> Mock {
+        Mock::new()
+    }
+}
+
 impl Mock {
+    /// A new mock cluster.
     pub fn new() -> Mock {
         Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster"))
     }
