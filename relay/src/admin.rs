@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::AdminConfig;
+pub mod config;
+
+pub use config::AdminConfig;
 
 /// How the admin port guards itself.
 #[derive(Clone)]

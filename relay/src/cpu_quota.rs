@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::Workers;
+use crate::server::config::Workers;
 
 /// Where the worker count came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use relay_http::HttpError;
 
+use crate::reason::Reason;
 use crate::scrub::ScrubError;
+use crate::upstream::UpstreamError;
 
 /// Whose fault a failure was (a metrics label and a log field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,98 +86,52 @@ pub enum RequestError {
         /// Seconds for Retry-After.
         retry_after_s: u32,
     },
-    /// TCP connect to every tried node failed (refused, unreachable).
-    #[error("the upstream {upstream} is unreachable ({detail})")]
-    UpstreamUnreachable {
-        /// Upstream name.
-        upstream: String,
-        /// The OS error.
-        detail: String,
-    },
-    /// The upstream reset or closed the connection before a whole response.
-    #[error("the upstream {upstream} closed the connection before a complete response ({detail})")]
-    UpstreamReset {
-        /// Upstream name.
-        upstream: String,
-        /// What happened.
-        detail: String,
-    },
-    /// Connect, write or read deadline passed.
-    #[error("the upstream {upstream} did not {phase} within {after:?}")]
-    UpstreamTimeout {
-        /// Upstream name.
-        upstream: String,
-        /// `connect`, `accept the request` or `respond`.
-        phase: &'static str,
-        /// The deadline.
-        after: Duration,
-    },
-    /// The upstream answered something that is not valid HTTP/1.1, or too large.
-    #[error("the upstream {upstream} sent an invalid response ({detail})")]
-    UpstreamBadResponse {
-        /// Upstream name.
-        upstream: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// Every connection to the upstream's node is busy and none freed within the queue timeout.
-    #[error("the upstream {upstream} has no free connection within {after:?}; retry after {retry_after_s} s")]
-    UpstreamBusy {
-        /// Upstream name.
-        upstream: String,
-        /// The queue timeout.
-        after: Duration,
-        /// Seconds for Retry-After.
-        retry_after_s: u32,
-    },
+    /// The upstream exchange failed (unreachable, reset, timeout, bad response, busy, TLS).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// relay failed while handling the request (a bug: counted in `relay_panics_total`).
     #[error("relay failed while handling this request; it was not forwarded, retry it")]
     Internal,
-    /// TLS handshake or certificate verification failed.
-    #[error("TLS to the upstream {upstream} failed ({detail})")]
-    UpstreamTls {
-        /// Upstream name.
-        upstream: String,
-        /// rustls' reason.
-        detail: String,
-    },
 }
 
 impl RequestError {
-    /// The HTTP status and snake_case code the client gets. The one place this mapping lives.
-    pub fn status_and_code(&self) -> (u16, &'static str) {
+    /// The HTTP status and the [`Reason`] (the metrics label). The one place this mapping
+    /// lives.
+    pub fn status_and_reason(&self) -> (u16, Reason) {
         use RequestError::*;
         match self {
-            Http(e) => (http_status(e), e.code()),
-            HeaderTimeout(_) | BodyTimeout(_) => (408, "request_timeout"),
-            EmptyBody => (400, "empty_body"),
-            NoRoute { .. } => (404, "no_route"),
-            MethodNotAllowed { .. } => (405, "method_not_allowed"),
-            Scrub(e) => (e.status, e.code),
-            KafkaBackpressure { .. } => (503, "kafka_backpressure"),
-            KafkaUnavailable { .. } => (503, "kafka_unavailable"),
-            SpoolFull { .. } => (503, "spool_full"),
-            SpoolUnavailable { .. } => (503, "spool_unavailable"),
-            UpstreamUnreachable { .. } => (502, "upstream_unreachable"),
-            UpstreamReset { .. } => (502, "upstream_reset"),
-            UpstreamTimeout { .. } => (504, "upstream_timeout"),
-            UpstreamBadResponse { .. } => (502, "upstream_bad_response"),
-            UpstreamTls { .. } => (502, "upstream_tls"),
-            UpstreamBusy { .. } => (503, "upstream_busy"),
-            Internal => (500, "internal_error"),
+            Http(e) => (http_status(e), Reason::from_code(e.code())),
+            HeaderTimeout(_) | BodyTimeout(_) => (408, Reason::RequestTimeout),
+            EmptyBody => (400, Reason::EmptyBody),
+            NoRoute { .. } => (404, Reason::NoRoute),
+            MethodNotAllowed { .. } => (405, Reason::MethodNotAllowed),
+            Scrub(e) => (e.status, Reason::from_code(e.code)),
+            KafkaBackpressure { .. } => (503, Reason::KafkaBackpressure),
+            KafkaUnavailable { .. } => (503, Reason::KafkaUnavailable),
+            SpoolFull { .. } => (503, Reason::SpoolFull),
+            SpoolUnavailable { .. } => (503, Reason::SpoolUnavailable),
+            Upstream(e) => upstream_status_and_reason(e),
+            Internal => (500, Reason::InternalError),
         }
+    }
+
+    /// The HTTP status and the snake_case code of the JSON error the client gets: the
+    /// [`Reason`]'s, or relay-http's and relay-scrub's own code for their errors.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        let (status, reason) = self.status_and_reason();
+        let code = match self {
+            RequestError::Http(e) => e.code(),
+            RequestError::Scrub(e) => e.code,
+            _ => reason.as_str(),
+        };
+        (status, code)
     }
 
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         use RequestError::*;
         match self {
-            UpstreamUnreachable { .. }
-            | UpstreamReset { .. }
-            | UpstreamTimeout { .. }
-            | UpstreamBadResponse { .. }
-            | UpstreamTls { .. }
-            | UpstreamBusy { .. } => Fault::Upstream,
+            Upstream(_) => Fault::Upstream,
             KafkaBackpressure { .. } | KafkaUnavailable { .. } | SpoolFull { .. } => Fault::Kafka,
             SpoolUnavailable { .. } | Internal => Fault::Internal,
             _ => Fault::Client,
@@ -189,7 +145,9 @@ impl RequestError {
             | RequestError::KafkaUnavailable { retry_after_s, .. }
             | RequestError::SpoolFull { retry_after_s }
             | RequestError::SpoolUnavailable { retry_after_s, .. }
-            | RequestError::UpstreamBusy { retry_after_s, .. } => Some(*retry_after_s),
+            | RequestError::Upstream(UpstreamError::Busy { retry_after_s, .. }) => {
+                Some(*retry_after_s)
+            }
             _ => None,
         }
     }
@@ -199,6 +157,19 @@ impl RequestError {
     pub fn closes_connection(&self) -> bool {
         use RequestError::*;
         matches!(self, Http(_) | HeaderTimeout(_) | BodyTimeout(_) | Internal)
+    }
+}
+
+/// The status and reason for a failed upstream exchange: 504 for deadlines, 503 when no
+/// connection was free, 502 for the rest.
+fn upstream_status_and_reason(e: &UpstreamError) -> (u16, Reason) {
+    match e {
+        UpstreamError::Unreachable { .. } => (502, Reason::UpstreamUnreachable),
+        UpstreamError::Reset { .. } => (502, Reason::UpstreamReset),
+        UpstreamError::Timeout { .. } => (504, Reason::UpstreamTimeout),
+        UpstreamError::BadResponse { .. } => (502, Reason::UpstreamBadResponse),
+        UpstreamError::Tls { .. } => (502, Reason::UpstreamTls),
+        UpstreamError::Busy { .. } => (503, Reason::UpstreamBusy),
     }
 }
 

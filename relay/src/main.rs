@@ -116,7 +116,7 @@ fn scrub(
         eprintln!("cannot read {}: {e}", input.display());
         return 1;
     }
-    match relay::scrub::scrub_offline(&cfg, route, Some(content_type), &body) {
+    match relay::scrub::scrub_offline(&cfg.routes, &cfg.pii, route, Some(content_type), &body) {
         Ok((out, r)) => {
             let out = if receipt {
                 let r = r.unwrap_or_else(|| relay::scrub::Receipt::new("none", "-", &out, 0));

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
+use crate::reason::Reason;
+
 /// Latency histogram bucket upper bounds, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -218,62 +220,15 @@ impl UpstreamMetrics {
             duration: Histogram::new(workers),
         }
     }
-    /// Counts a failed exchange answered with `status` (502 or 504).
-    pub fn error(&self, w: usize, status: u16) {
-        if status == 504 {
+    /// Counts a failed exchange: `timed_out` (answered 504) or not (502/503).
+    pub fn error(&self, w: usize, timed_out: bool) {
+        if timed_out {
             self.errors_504.inc(w)
         } else {
             self.errors_502.inc(w)
         }
     }
 }
-
-/// Every reason a request can be rejected with (the `reason` label); unknown codes count as
-/// `other`.
-pub const REJECT_REASONS: &[&str] = &[
-    "request_header_too_large",
-    "too_many_headers",
-    "payload_too_large",
-    "request_timeout",
-    "incomplete_body",
-    "malformed_request",
-    "bare_lf",
-    "bare_cr",
-    "invalid_header_value",
-    "invalid_target",
-    "chunk_line_too_large",
-    "trailer_too_large",
-    "missing_host",
-    "invalid_host",
-    "conflicting_framing",
-    "conflicting_content_length",
-    "invalid_content_length",
-    "unsupported_transfer_encoding",
-    "invalid_chunk",
-    "expectation_failed",
-    "no_route",
-    "method_not_allowed",
-    "invalid_json",
-    "invalid_utf8",
-    "too_deep",
-    "unsupported_media_type",
-    "unsupported_content_encoding",
-    "empty_body",
-    "pii_detected",
-    "kafka_backpressure",
-    "kafka_unavailable",
-    "spool_full",
-    "spool_unavailable",
-    "overloaded",
-    "upstream_unreachable",
-    "upstream_reset",
-    "upstream_timeout",
-    "upstream_bad_response",
-    "upstream_tls",
-    "upstream_busy",
-    "internal_error",
-    "other",
-];
 
 /// A renderer of extra metric families (Kafka path, admission), appended at scrape.
 pub type ExtraRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
@@ -312,10 +267,7 @@ impl Metrics {
             workers,
             routes: Mutex::new(BTreeMap::new()),
             upstreams: Mutex::new(BTreeMap::new()),
-            rejected: REJECT_REASONS
-                .iter()
-                .map(|_| Counter::new(workers))
-                .collect(),
+            rejected: Reason::ALL.iter().map(|_| Counter::new(workers)).collect(),
             connections_accepted: Counter::new(workers),
             connections_open: Gauge::new(workers),
             connections_refused: Counter::new(workers),
@@ -351,21 +303,14 @@ impl Metrics {
     }
 
     /// Counts a rejection with `reason` on worker `w`.
-    pub fn rejected(&self, w: usize, reason: &str) {
-        let i = REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(REJECT_REASONS.len() - 1);
-        self.rejected[i].inc(w);
+    #[inline]
+    pub fn rejected(&self, w: usize, reason: Reason) {
+        self.rejected[reason.index()].inc(w);
     }
 
     /// Rejections counted for `reason`.
-    pub fn rejected_count(&self, reason: &str) -> u64 {
-        REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map(|i| self.rejected[i].sum())
-            .unwrap_or(0)
+    pub fn rejected_count(&self, reason: Reason) -> u64 {
+        self.rejected[reason.index()].sum()
     }
 
     /// Registers a renderer of extra families (called at every scrape).
@@ -376,35 +321,23 @@ impl Metrics {
             .push(r);
     }
 
-    /// The whole registry in the Prometheus text exposition format (version 0.0.4).
+    /// The whole registry in the Prometheus text exposition format (version 0.0.4): the
+    /// families of [`ROUTE_FAMILIES`], [`PROCESS_FAMILIES`] and [`UPSTREAM_FAMILIES`], the
+    /// labelled ones written out below, then the registered extra renderers (Kafka path,
+    /// spool, admission) and the process families.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        let routes: Vec<(String, Arc<RouteMetrics>)> = self
-            .routes
+        let engine = self
+            .io_engine
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let ups: Vec<(String, Arc<UpstreamMetrics>)> = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-
+            .clone();
         family(
             &mut out,
             "relay_build_info",
             "gauge",
             "Build and runtime information.",
         );
-        let engine = self
-            .io_engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let _ = writeln!(
             out,
             "relay_build_info{{version=\"{}\",io_engine=\"{}\",workers=\"{}\"}} 1",
@@ -412,8 +345,23 @@ impl Metrics {
             esc(&engine),
             self.workers
         );
+
+        self.render_routes(&mut out);
+        self.render_requests(&mut out);
+        self.render_upstreams(&mut out);
+        self.render_config(&mut out);
+        for r in self.extras.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            r(&mut out);
+        }
+        process_metrics(&mut out);
+        out
+    }
+
+    /// Per-route families: requests by status, durations, bytes, PII values hashed.
+    fn render_routes(&self, out: &mut String) {
+        let routes = named(&self.routes);
         family(
-            &mut out,
+            out,
             "relay_requests_total",
             "counter",
             "Requests answered, by route and status code.",
@@ -428,98 +376,40 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "relay_request_duration_seconds",
             "histogram",
             "Time from a request's head to its last response byte written, by route.",
         );
         for (name, r) in &routes {
-            histogram(
-                &mut out,
-                "relay_request_duration_seconds",
-                &format!("route=\"{}\"", esc(name)),
-                &r.duration,
-            );
+            let labels = format!("route=\"{}\"", esc(name));
+            histogram(out, "relay_request_duration_seconds", &labels, &r.duration);
         }
+        per_name(out, "route", &routes, ROUTE_FAMILIES);
+    }
+
+    /// Rejections by reason, and the connection, panic and in-flight families.
+    fn render_requests(&self, out: &mut String) {
         family(
-            &mut out,
-            "relay_bytes_received_total",
-            "counter",
-            "Request body bytes received, by route.",
-        );
-        for (name, r) in &routes {
-            let _ = writeln!(
-                out,
-                "relay_bytes_received_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.bytes_in.sum()
-            );
-        }
-        family(
-            &mut out,
-            "relay_bytes_sent_total",
-            "counter",
-            "Response bytes sent to clients, by route.",
-        );
-        for (name, r) in &routes {
-            let _ = writeln!(
-                out,
-                "relay_bytes_sent_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.bytes_out.sum()
-            );
-        }
-        family(
-            &mut out,
-            "relay_pii_fields_hashed_total",
-            "counter",
-            "PII values pseudonymised, by route.",
-        );
-        for (name, r) in &routes {
-            let _ = writeln!(
-                out,
-                "relay_pii_fields_hashed_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.pii_hashed.sum()
-            );
-        }
-        family(
-            &mut out,
+            out,
             "relay_rejected_requests_total",
             "counter",
             "Requests not forwarded, by reason.",
         );
-        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+        for r in Reason::ALL {
+            let n = self.rejected[r.index()].sum();
             let _ = writeln!(
                 out,
-                "relay_rejected_requests_total{{reason=\"{reason}\"}} {}",
-                self.rejected[i].sum()
+                "relay_rejected_requests_total{{reason=\"{}\"}} {n}",
+                r.as_str()
             );
         }
+        for (name, kind, help, get) in PROCESS_FAMILIES {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", get(self));
+        }
         family(
-            &mut out,
-            "relay_connections_accepted_total",
-            "counter",
-            "Client connections accepted.",
-        );
-        let _ = writeln!(
             out,
-            "relay_connections_accepted_total {}",
-            self.connections_accepted.sum()
-        );
-        family(
-            &mut out,
-            "relay_connections_open",
-            "gauge",
-            "Client connections open.",
-        );
-        let _ = writeln!(
-            out,
-            "relay_connections_open {}",
-            self.connections_open.sum()
-        );
-        family(
-            &mut out,
             "relay_connections_refused_total",
             "counter",
             "Client connections closed at accept, by reason.",
@@ -529,109 +419,59 @@ impl Metrics {
             "relay_connections_refused_total{{reason=\"max_connections\"}} {}",
             self.connections_refused.sum()
         );
-        family(
-            &mut out,
-            "relay_panics_total",
-            "counter",
-            "Panics caught while handling a connection; each ended that connection only.",
-        );
-        let _ = writeln!(out, "relay_panics_total {}", self.panics.sum());
-        family(
-            &mut out,
-            "relay_requests_in_flight",
-            "gauge",
-            "Requests being handled.",
-        );
-        let _ = writeln!(out, "relay_requests_in_flight {}", self.inflight.sum());
+    }
 
+    /// Per-upstream families: exchange durations, connections, retries, errors.
+    fn render_upstreams(&self, out: &mut String) {
+        let ups = named(&self.upstreams);
         family(
-            &mut out,
+            out,
             "relay_upstream_duration_seconds",
             "histogram",
             "Upstream exchange time, by upstream.",
         );
         for (name, u) in &ups {
-            histogram(
-                &mut out,
-                "relay_upstream_duration_seconds",
-                &format!("upstream=\"{}\"", esc(name)),
-                &u.duration,
-            );
+            let labels = format!("upstream=\"{}\"", esc(name));
+            histogram(out, "relay_upstream_duration_seconds", &labels, &u.duration);
         }
+        per_name(out, "upstream", &ups, UPSTREAM_FAMILIES);
         family(
-            &mut out,
-            "relay_upstream_connections_open",
-            "gauge",
-            "Upstream connections open (pooled or in use).",
-        );
-        for (name, u) in &ups {
-            let _ = writeln!(
-                out,
-                "relay_upstream_connections_open{{upstream=\"{}\"}} {}",
-                esc(name),
-                u.open.sum().max(0)
-            );
-        }
-        for (metric, help, get) in [
-            (
-                "relay_upstream_connections_reused_total",
-                "Requests sent on a reused keep-alive connection.",
-                (|u: &UpstreamMetrics| u.reused.sum()) as fn(&UpstreamMetrics) -> u64,
-            ),
-            (
-                "relay_upstream_connections_created_total",
-                "Upstream connections created.",
-                |u| u.created.sum(),
-            ),
-            (
-                "relay_upstream_retries_total",
-                "Retries after a stale pooled connection failed.",
-                |u| u.retries.sum(),
-            ),
-        ] {
-            family(&mut out, metric, "counter", help);
-            for (name, u) in &ups {
-                let _ = writeln!(out, "{metric}{{upstream=\"{}\"}} {}", esc(name), get(u));
-            }
-        }
-        family(
-            &mut out,
+            out,
             "relay_upstream_errors_total",
             "counter",
             "Upstream failures answered 502 or 504.",
         );
         for (name, u) in &ups {
-            let _ = writeln!(
-                out,
-                "relay_upstream_errors_total{{upstream=\"{}\",status=\"502\"}} {}",
-                esc(name),
-                u.errors_502.sum()
-            );
-            let _ = writeln!(
-                out,
-                "relay_upstream_errors_total{{upstream=\"{}\",status=\"504\"}} {}",
-                esc(name),
-                u.errors_504.sum()
-            );
+            for (status, n) in [("502", u.errors_502.sum()), ("504", u.errors_504.sum())] {
+                let _ = writeln!(
+                    out,
+                    "relay_upstream_errors_total{{upstream=\"{}\",status=\"{status}\"}} {n}",
+                    esc(name)
+                );
+            }
         }
+    }
+
+    /// Reloads by result and the loaded configuration's hash.
+    fn render_config(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "relay_config_reloads_total",
             "counter",
             "Configuration reloads, by result.",
         );
-        let _ = writeln!(
-            out,
-            "relay_config_reloads_total{{result=\"success\"}} {}",
-            self.reloads_ok.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "relay_config_reloads_total{{result=\"failure\"}} {}",
-            self.reloads_failed.load(Relaxed)
-        );
+        for (result, n) in [
+            ("success", &self.reloads_ok),
+            ("failure", &self.reloads_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "relay_config_reloads_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         family(
-            &mut out,
+            out,
             "relay_config_info",
             "gauge",
             "The loaded configuration's SHA-256 (first 16 hex digits).",
@@ -642,11 +482,114 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let _ = writeln!(out, "relay_config_info{{hash=\"{}\"}} 1", esc(&hash));
-        for r in self.extras.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            r(&mut out);
+    }
+}
+
+/// A family with one series per route or upstream: name, type, help, and the value of one.
+type PerName<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// The per-route families with one value per route.
+const ROUTE_FAMILIES: &[PerName<RouteMetrics>] = &[
+    (
+        "relay_bytes_received_total",
+        "counter",
+        "Request body bytes received, by route.",
+        |r| r.bytes_in.sum(),
+    ),
+    (
+        "relay_bytes_sent_total",
+        "counter",
+        "Response bytes sent to clients, by route.",
+        |r| r.bytes_out.sum(),
+    ),
+    (
+        "relay_pii_fields_hashed_total",
+        "counter",
+        "PII values pseudonymised, by route.",
+        |r| r.pii_hashed.sum(),
+    ),
+];
+
+/// The per-upstream families with one value per upstream.
+const UPSTREAM_FAMILIES: &[PerName<UpstreamMetrics>] = &[
+    (
+        "relay_upstream_connections_open",
+        "gauge",
+        "Upstream connections open (pooled or in use).",
+        |u| u.open.sum().max(0) as u64,
+    ),
+    (
+        "relay_upstream_connections_reused_total",
+        "counter",
+        "Requests sent on a reused keep-alive connection.",
+        |u| u.reused.sum(),
+    ),
+    (
+        "relay_upstream_connections_created_total",
+        "counter",
+        "Upstream connections created.",
+        |u| u.created.sum(),
+    ),
+    (
+        "relay_upstream_retries_total",
+        "counter",
+        "Retries after a stale pooled connection failed.",
+        |u| u.retries.sum(),
+    ),
+];
+
+/// A family with a single unlabelled series: name, type, help, value.
+type Unlabelled = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Metrics) -> i64,
+);
+
+/// The unlabelled families of the data plane.
+const PROCESS_FAMILIES: &[Unlabelled] = &[
+    (
+        "relay_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        |m| m.connections_accepted.sum() as i64,
+    ),
+    (
+        "relay_connections_open",
+        "gauge",
+        "Client connections open.",
+        |m| m.connections_open.sum(),
+    ),
+    (
+        "relay_panics_total",
+        "counter",
+        "Panics caught while handling a connection; each ended that connection only.",
+        |m| m.panics.sum() as i64,
+    ),
+    (
+        "relay_requests_in_flight",
+        "gauge",
+        "Requests being handled.",
+        |m| m.inflight.sum(),
+    ),
+];
+
+/// A consistent copy of a name -> metrics registry, sorted by name.
+fn named<T>(m: &Mutex<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
+    m.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Writes each family of `table` with one series per entry of `items`, labelled `label`.
+fn per_name<T>(out: &mut String, label: &str, items: &[(String, Arc<T>)], table: &[PerName<T>]) {
+    for (name, kind, help, get) in table {
+        family(out, name, kind, help);
+        for (item, m) in items {
+            let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {}", esc(item), get(m));
         }
-        process_metrics(&mut out);
-        out
     }
 }
 
@@ -742,8 +685,8 @@ mod tests {
         r.status(1, 200);
         r.status(1, 502);
         r.duration.observe(0, Duration::from_millis(3));
-        m.rejected(1, "invalid_json");
-        m.rejected(0, "not-a-reason");
+        m.rejected(1, Reason::from_code("invalid_json"));
+        m.rejected(0, Reason::from_code("not-a-reason"));
         let text = m.render();
         assert!(
             text.contains("relay_requests_total{route=\"app-logs\",status=\"200\"} 2"),

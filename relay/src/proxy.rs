@@ -19,8 +19,8 @@ use relay_http::encode::finish_response_head;
 use relay_http::fields::{connection_tokens, is_hop_by_hop};
 use relay_http::{RequestHead, RequestHeadEncoder};
 
+use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
-use crate::kafka::publish::{publish_original as publish, Pending};
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
 use crate::scrub::{Finding, Scrubber};
@@ -299,6 +299,7 @@ pub async fn exchange(
     view.upstreams[route.upstream]
         .exchange(request, head.method() == "HEAD")
         .await
+        .map_err(RequestError::from)
 }
 
 /// Phase 6: appends the relayed response to `out`: the upstream's status and end-to-end

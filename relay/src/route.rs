@@ -3,40 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::config::{PathMatch, RouteConfig};
+pub mod config;
 
-/// Where a route's Kafka record key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// No key (librdkafka spreads records over partitions).
-    None,
-    /// The hashed value of this PII field of the body.
-    Field(String),
-    /// The hashed value of this request header (lower case name).
-    Header(String),
-}
-
-impl KeySource {
-    /// Parses `"none"`, `"field:<name>"` or `"header:<name>"`.
-    pub fn parse(s: &str) -> Result<KeySource, String> {
-        if s == "none" {
-            return Ok(KeySource::None);
-        }
-        if let Some(f) = s.strip_prefix("field:") {
-            if !f.is_empty() {
-                return Ok(KeySource::Field(f.to_string()));
-            }
-        }
-        if let Some(h) = s.strip_prefix("header:") {
-            if !h.is_empty() {
-                return Ok(KeySource::Header(h.to_ascii_lowercase()));
-            }
-        }
-        Err(format!(
-            "{s:?} is not a key source: use \"none\", \"field:<pii field>\" or \"header:<name>\""
-        ))
-    }
-}
+pub use config::{KeySource, PathMatch, RouteConfig};
 
 /// One compiled route.
 #[derive(Debug)]
@@ -58,7 +27,7 @@ pub struct Route {
     /// PII policy name.
     pub pii: Option<String>,
     /// The route's own `delivery`; `None`: `[kafka] delivery`.
-    pub delivery: Option<crate::kafka::Delivery>,
+    pub delivery: Option<crate::kafka::config::Delivery>,
 }
 
 /// Why no route matched.

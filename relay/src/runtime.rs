@@ -12,10 +12,11 @@ use futures_channel::oneshot;
 use monoio::net::TcpListener;
 
 use crate::admission::Admission;
-use crate::config::{IoEngine, ServerConfig};
 use crate::cpu_quota::WorkerPlan;
 use crate::kafka::KafkaSender;
 use crate::metrics::Metrics;
+use crate::reason::Reason;
+use crate::server::config::{IoEngine, ServerConfig};
 use crate::server::serve_connection;
 use crate::snapshot::ConfigHub;
 use crate::worker::Worker;
@@ -283,7 +284,7 @@ async fn accept_loop(listener: &TcpListener, worker: &Rc<Worker>) {
                 }
                 if let Some(a) = &worker.admission {
                     if a.shed_new_connection() {
-                        worker.metrics.rejected(worker.index, "overloaded");
+                        worker.metrics.rejected(worker.index, Reason::Overloaded);
                         drop(stream);
                         continue;
                     }

@@ -7,6 +7,8 @@
 //! An idle keep-alive connection holds no buffer: it waits for readability, then allocates.
 //! A panic while handling a request ends that connection only (500 if nothing was written).
 
+pub mod config;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +23,7 @@ use relay_http::{BodyDecoder, BodyLimits, HeadLimits, HeadScanner, HttpError, Re
 
 use crate::error::RequestError;
 use crate::proxy::{self, Handled};
+use crate::reason::Reason;
 use crate::reply::{write_error, CONTINUE};
 use crate::snapshot::WorkerView;
 use crate::upstream::stream::read_more;
@@ -103,7 +106,7 @@ impl Connection<'_> {
             Stop::Gone => self
                 .worker
                 .metrics
-                .rejected(self.worker.index, HttpError::Incomplete.code()),
+                .rejected(self.worker.index, Reason::IncompleteBody),
             Stop::Reject(e) => reject(&mut self.stream, self.worker, &e).await,
         }
     }
@@ -275,8 +278,8 @@ impl Connection<'_> {
             }
             Err(e) => {
                 let keep_alive = keep_alive && !e.closes_connection();
-                let (status, code) = e.status_and_code();
-                self.worker.metrics.rejected(self.worker.index, code);
+                let (status, reason) = e.status_and_reason();
+                self.worker.metrics.rejected(self.worker.index, reason);
                 tracing::debug!(peer = %self.peer, request_id = %handled.request_id(), fault = ?e.fault(), error = %e, "request not relayed");
                 write_error(&mut out, e, keep_alive, Some(handled.request_id()));
                 (out, status, keep_alive)
@@ -295,7 +298,7 @@ enum Read {
 async fn reject(stream: &mut TcpStream, worker: &Worker, err: &RequestError) {
     worker
         .metrics
-        .rejected(worker.index, err.status_and_code().1);
+        .rejected(worker.index, err.status_and_reason().1);
     let mut out = Vec::with_capacity(512);
     write_error(&mut out, err, false, None);
     let _ = stream.write_all(out).await;

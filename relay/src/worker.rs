@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::admission::Admission;
-use crate::config::ServerConfig;
 use crate::kafka::KafkaSender;
 use crate::metrics::Metrics;
+use crate::server::config::ServerConfig;
 use crate::snapshot::{ConfigHub, WorkerView};
 use crate::spool::SpoolAppender;
 

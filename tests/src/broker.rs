@@ -55,6 +55,7 @@ pub fn tansu_bin() -> Option<PathBuf> {
 /// port, so clients reconnect to the same address (memory storage: a restart loses data, so
 /// tests read back only what was produced to the running instance).
 pub struct Tansu {
+    /// The port it listens on (127.0.0.1).
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
@@ -194,15 +195,22 @@ impl Drop for Tansu {
 /// One record read back from Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBack {
+    /// The partition it was read from.
     pub partition: i32,
+    /// The record key.
     pub key: Option<Vec<u8>>,
+    /// The record value.
     pub payload: Vec<u8>,
+    /// The record timestamp, in ms since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// Whether the timestamp is CreateTime (not LogAppendTime).
     pub create_time: bool,
+    /// The record headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl ReadBack {
+    /// The value of the record header named `k`, if any.
     pub fn header(&self, k: &str) -> Option<&[u8]> {
         self.headers
             .iter()

@@ -30,7 +30,7 @@ const XDP_FLAGS_HW_MODE: u32 = 8;
 
 /// What the kernel says is attached to an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attached {
+pub(crate) struct Attached {
     /// `IFLA_XDP_ATTACHED`: 0 none, 1 driver, 2 skb (generic), 3 hardware, 4 several.
     pub mode: u8,
     /// The attached program's id (0 when none or several).
@@ -124,7 +124,7 @@ fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 /// Which XDP program (if any) is attached to `ifindex`.
-pub fn attached(ifindex: u32) -> io::Result<Attached> {
+pub(crate) fn attached(ifindex: u32) -> io::Result<Attached> {
     let sock = Socket::open()?;
     let mut msg = Vec::with_capacity(32);
     header(&mut msg, RTM_GETLINK, NLM_F_REQUEST, ifindex);
@@ -168,7 +168,7 @@ pub fn attached(ifindex: u32) -> io::Result<Attached> {
 
 /// Detaches whatever legacy (netlink) XDP attachment `ifindex` has in the mode `attached` says.
 /// Fails with `EBUSY` when the attachment is a live `bpf_link` of another process.
-pub fn detach(ifindex: u32, attached_mode: u8) -> io::Result<()> {
+pub(crate) fn detach(ifindex: u32, attached_mode: u8) -> io::Result<()> {
     let flags: &[u32] = match attached_mode {
         1 => &[XDP_FLAGS_DRV_MODE],
         2 => &[XDP_FLAGS_SKB_MODE],

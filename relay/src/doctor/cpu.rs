@@ -1,8 +1,8 @@
 //! The CPU row: the worker count relay derives from the CPU quota and affinity mask against
 //! the cores the host shows.
 
-use crate::config::Workers;
 use crate::cpu_quota::{WorkerPlan, WorkerSource};
+use crate::server::config::Workers;
 
 use super::{Check, Status};
 

@@ -1,7 +1,7 @@
 //! The io_uring row: a real `io_uring_setup` probe, a monoio io_uring runtime build, and why
 //! either failed.
 
-use crate::config::IoEngine;
+use crate::server::config::IoEngine;
 
 use super::{Check, Status};
 

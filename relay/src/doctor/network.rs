@@ -4,7 +4,8 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::Config;
+use crate::upstream::config::UpstreamConfig;
 
 use super::tls::tls_handshake;
 use super::{Check, Status};

@@ -6,7 +6,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::BaseProducer;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::problems::Problems;
+
+/// Bytes a Kafka record adds to the body it carries, at most: the record batch and record
+/// framing (~130), the header names (~45), the route name, a request id (at most 200), a
+/// content type, a key (a 64-hex-digit hash) and a key id. `relay check` requires
+/// `max_body_bytes + KAFKA_RECORD_OVERHEAD <= message.max.bytes`; a request whose record
+/// still does not fit (a longer content type or raw key) gets 413 and is not forwarded.
+pub const KAFKA_RECORD_OVERHEAD: usize = 1024;
 
 /// Properties relay sets unless `[kafka.properties]` overrides them.
 pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
@@ -16,7 +23,7 @@ pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
 ];
 
 /// `[kafka]`: brokers, queue and librdkafka properties.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`. Required.

@@ -13,10 +13,10 @@
 //! [`KafkaPath::is_accepting`]; after in-flight requests finish, [`KafkaPath::shutdown`]
 //! drains, flushes until a deadline and returns a [`FlushReport`].
 
-mod config;
+pub mod config;
 mod error;
+pub mod metrics;
 mod producer;
-pub mod publish;
 mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};

@@ -112,7 +112,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Wakes one parked producer thread, if any.
-    pub fn wake_one(&self) {
+    pub(crate) fn wake_one(&self) {
         for s in &self.sleepers {
             if s.sleeping.load(SeqCst) {
                 s.unpark();
@@ -121,7 +121,7 @@ impl Shared {
         }
     }
 
-    pub fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for s in &self.sleepers {
             s.unpark();
         }

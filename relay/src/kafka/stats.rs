@@ -165,7 +165,7 @@ pub struct HistogramSnapshot {
 
 /// One topic's counters.
 #[derive(Debug)]
-pub struct TopicStats {
+pub(crate) struct TopicStats {
     name: Arc<str>,
     enqueued: AtomicU64,
     delivered: AtomicU64,

@@ -1,7 +1,7 @@
 //! PII pseudonymisation: the pure engine lives in the `relay-scrub` crate and is re-exported
 //! here (so `crate::scrub::Scrubber` etc. keep working); this module adds what needs I/O or
 //! relay's own types: reading the key sources ([`build`], [`validate_policy`]), mapping policy
-//! problems into relay's [`crate::config::Problems`], and `relay scrub` ([`scrub_offline`]).
+//! problems into relay's [`crate::problems::Problems`], and `relay scrub` ([`scrub_offline`]).
 
 #![forbid(unsafe_code)]
 
@@ -34,14 +34,18 @@ pub fn build(policy: &PiiPolicyConfig) -> Result<Scrubber, String> {
 }
 
 /// Records every problem of `policy` under `field` (e.g. `pii.default`) in relay's
-/// [`crate::config::Problems`]: the pure checks of `relay-scrub`, then the key sources (read to
-/// check them; messages never contain key bytes).
-pub fn validate_policy(policy: &PiiPolicyConfig, field: &str, p: &mut crate::config::Problems) {
+/// [`crate::problems::Problems`]: the pure checks of `relay-scrub`. Reads no file.
+pub fn validate_policy(policy: &PiiPolicyConfig, field: &str, p: &mut crate::problems::Problems) {
     let mut pr = relay_scrub::Problems::default();
     policy.validate(field, &mut pr);
     for (f, m) in pr.0 {
         p.push(f, m);
     }
+}
+
+/// Reads `policy`'s key sources as [`build`] will, recording a problem under `field` when
+/// they are unusable (messages never contain key bytes).
+pub fn check_key_sources(policy: &PiiPolicyConfig, field: &str, p: &mut crate::problems::Problems) {
     if policy.hash == HashAlgorithm::HmacSha256 {
         if let Err((sub, msg)) = keys::load_keys(policy) {
             let f = if sub.is_empty() {
@@ -54,18 +58,20 @@ pub fn validate_policy(policy: &PiiPolicyConfig, field: &str, p: &mut crate::con
     }
 }
 
-/// What `relay scrub --config FILE --route NAME [FILE|-]` prints: exactly the body the proxy
+/// What `relay scrub --config FILE --route NAME [FILE|-]` prints (given the file's `routes`
+/// and `pii` policies): exactly the body the proxy
 /// would forward for `body` on route `route` (same [`Scrubber`] path), and its receipt (`None`
 /// for a route without a PII policy, which forwards the body unchanged). `Err` says why the
 /// request would be refused.
 pub fn scrub_offline(
-    cfg: &crate::config::Config,
+    routes: &[crate::route::config::RouteConfig],
+    policies: &std::collections::BTreeMap<String, PiiPolicyConfig>,
     route: &str,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<(Vec<u8>, Option<Receipt>), String> {
-    let Some(r) = cfg.routes.iter().find(|r| r.name == route) else {
-        let names: Vec<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+    let Some(r) = routes.iter().find(|r| r.name == route) else {
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         return Err(format!(
             "no route named {route:?}; the configuration has: {}",
             if names.is_empty() {
@@ -78,7 +84,7 @@ pub fn scrub_offline(
     let Some(policy_name) = &r.pii else {
         return Ok((body.to_vec(), None));
     };
-    let policy = cfg.pii.get(policy_name).ok_or_else(|| {
+    let policy = policies.get(policy_name).ok_or_else(|| {
         format!("route {route:?} names PII policy {policy_name:?}, which is not defined")
     })?;
     let s = build(policy).map_err(|e| format!("pii.{policy_name}: {e}"))?;

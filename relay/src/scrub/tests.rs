@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::Problems;
+use crate::problems::Problems;
 use hashing::Hasher;
 
 fn h(v: &str) -> String {
@@ -13,6 +13,7 @@ fn h(v: &str) -> String {
 fn problems(p: &PiiPolicyConfig) -> Vec<String> {
     let mut pr = Problems::default();
     validate_policy(p, "pii.default", &mut pr);
+    check_key_sources(p, "pii.default", &mut pr);
     pr.0.into_iter()
         .map(|e| format!("{}: {}", e.field, e.message))
         .collect()
@@ -157,7 +158,8 @@ hash = "sha256"
 "#;
     let path = dir.path().join("relay.toml");
     let cfg = crate::config::Config::from_toml(cfg_text, Path::new(&path)).unwrap();
-    let (out, receipt) = scrub_offline(&cfg, "logs", None, b"{\"uid\":\"a\"}").unwrap();
+    let (out, receipt) =
+        scrub_offline(&cfg.routes, &cfg.pii, "logs", None, b"{\"uid\":\"a\"}").unwrap();
     let receipt = receipt.unwrap();
     assert_eq!(receipt.pii_count, 1);
     assert!(receipt.policy.starts_with("default:"));
@@ -166,13 +168,15 @@ hash = "sha256"
         format!("{{\"uid\":{}}}", h("a"))
     );
     assert_eq!(
-        scrub_offline(&cfg, "raw", None, b"not json").unwrap().0,
+        scrub_offline(&cfg.routes, &cfg.pii, "raw", None, b"not json")
+            .unwrap()
+            .0,
         b"not json"
     );
-    assert!(scrub_offline(&cfg, "nope", None, b"{}")
+    assert!(scrub_offline(&cfg.routes, &cfg.pii, "nope", None, b"{}")
         .unwrap_err()
         .contains("logs, raw"));
-    assert!(scrub_offline(&cfg, "logs", None, b"{")
+    assert!(scrub_offline(&cfg.routes, &cfg.pii, "logs", None, b"{")
         .unwrap_err()
         .starts_with("400 invalid_json"));
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[spool]`: the local disk spool. Required when any route's delivery is `"spool"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,6 +1,8 @@
 //! Upstreams: nodes with smooth weighted round robin, a per-worker bounded keep-alive pool per
 //! node, TLS, and the exchange of one request for one response with the single allowed retry.
 
+pub mod config;
+pub mod error;
 pub mod pool;
 pub mod response;
 pub mod stream;
@@ -15,27 +17,13 @@ use monoio::net::TcpStream;
 use monoio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
-use crate::config::UpstreamConfig;
-use crate::error::RequestError;
 use crate::metrics::UpstreamMetrics;
+pub use config::{parse_node_address, NodeConfig, TlsConfig, UpstreamConfig};
+pub use error::UpstreamError;
 use pool::{Checkout, Pool};
 pub use response::UpstreamResponse;
 use response::{read_response, ExchangeError};
 use stream::UpstreamStream;
-
-/// Checks a node address is `host:port` with a numeric port (no resolution).
-pub fn parse_node_address(addr: &str) -> Result<(String, u16), String> {
-    let bad = || {
-        format!("{addr:?} is not host:port (e.g. \"10.0.0.5:443\" or \"tracking.example.com:443\")")
-    };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
-}
 
 /// One node, resolved.
 #[derive(Debug, Clone)]
@@ -217,14 +205,14 @@ impl Upstream {
         &self,
         node: usize,
         fresh: bool,
-    ) -> Result<(UpstreamStream, bool), RequestError> {
+    ) -> Result<(UpstreamStream, bool), UpstreamError> {
         let cfg = &self.shared.cfg;
         let limit = Duration::from_millis(cfg.queue_timeout_ms);
         let (got, expired) =
             match monoio::time::timeout(limit, self.pool.checkout(node, fresh)).await {
                 Ok(x) => x,
                 Err(_) => {
-                    return Err(RequestError::UpstreamBusy {
+                    return Err(UpstreamError::Busy {
                         upstream: self.shared.name.to_string(),
                         after: limit,
                         retry_after_s: 1,
@@ -247,26 +235,28 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, node: usize) -> Result<UpstreamStream, RequestError> {
+    async fn connect(&self, node: usize) -> Result<UpstreamStream, UpstreamError> {
         let n = &self.shared.nodes[node];
         let limit = Duration::from_millis(self.shared.cfg.connect_timeout_ms);
         let name = || self.shared.name.to_string();
         let fut = async {
-            let tcp = TcpStream::connect_addr(n.addr).await.map_err(|e| {
-                RequestError::UpstreamUnreachable {
-                    upstream: name(),
-                    detail: format!("{}: {e}", n.label),
-                }
-            })?;
+            let tcp =
+                TcpStream::connect_addr(n.addr)
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable {
+                        upstream: name(),
+                        detail: format!("{}: {e}", n.label),
+                    })?;
             let _ = tcp.set_nodelay(true);
             match (&self.connector, &n.server_name) {
                 (Some(c), Some(sn)) => {
-                    let tls = c.connect(sn.clone(), tcp).await.map_err(|e| {
-                        RequestError::UpstreamTls {
+                    let tls = c
+                        .connect(sn.clone(), tcp)
+                        .await
+                        .map_err(|e| UpstreamError::Tls {
                             upstream: name(),
                             detail: format!("{}: {e}", n.label),
-                        }
-                    })?;
+                        })?;
                     Ok(UpstreamStream::Tls(Box::new(tls)))
                 }
                 _ => Ok(UpstreamStream::Plain(tcp)),
@@ -280,7 +270,7 @@ impl Upstream {
                 }
                 r
             }
-            Err(_) => Err(RequestError::UpstreamTimeout {
+            Err(_) => Err(UpstreamError::Timeout {
                 upstream: name(),
                 phase: "connect",
                 after: limit,
@@ -295,7 +285,7 @@ impl Upstream {
         &self,
         request: Vec<u8>,
         is_head: bool,
-    ) -> Result<UpstreamResponse, RequestError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let mut node = self.pick();
         let mut request = request;
         let mut retried = false;
@@ -303,18 +293,17 @@ impl Upstream {
         loop {
             let (stream, reused) = match self.checkout(node, retried).await {
                 Ok(x) => x,
-                Err(e @ RequestError::UpstreamUnreachable { .. }) => {
+                Err(e @ UpstreamError::Unreachable { .. }) => {
                     connect_failures += 1;
                     if connect_failures < self.shared.nodes.len() {
                         node = (node + 1) % self.shared.nodes.len();
                         continue;
                     }
-                    self.shared.metrics.error(self.worker, 502);
+                    self.shared.metrics.error(self.worker, false);
                     return Err(e);
                 }
                 Err(e) => {
-                    let (status, _) = e.status_and_code();
-                    self.shared.metrics.error(self.worker, status);
+                    self.shared.metrics.error(self.worker, e.is_timeout());
                     return Err(e);
                 }
             };
@@ -347,9 +336,8 @@ impl Upstream {
                         tracing::debug!(upstream = %self.shared.name, error = %e, "stale pooled connection; retrying once on a fresh one");
                         continue;
                     }
-                    let err = e.into_request_error(&self.shared.name);
-                    let (status, _) = err.status_and_code();
-                    self.shared.metrics.error(self.worker, status);
+                    let err = e.into_upstream_error(&self.shared.name);
+                    self.shared.metrics.error(self.worker, err.is_timeout());
                     return Err(err);
                 }
             }

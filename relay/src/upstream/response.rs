@@ -11,9 +11,9 @@ use relay_http::{
     MAX_INTERIM_RESPONSES,
 };
 
+use super::config::UpstreamConfig;
+use super::error::UpstreamError;
 use super::stream::UpstreamStream;
-use crate::config::UpstreamConfig;
-use crate::error::RequestError;
 
 /// Largest upstream response head, in bytes.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -35,7 +35,7 @@ pub struct UpstreamResponse {
     pub head_content_length: Option<u64>,
 }
 
-/// What went wrong during one exchange (mapped to a [`RequestError`] once retries are decided).
+/// What went wrong during one exchange (mapped to a [`UpstreamError`] once retries are decided).
 #[derive(Debug)]
 pub enum ExchangeError {
     /// An I/O error.
@@ -89,23 +89,23 @@ impl ExchangeError {
     }
 
     /// The client-facing error.
-    pub fn into_request_error(self, upstream: &str) -> RequestError {
+    pub fn into_upstream_error(self, upstream: &str) -> UpstreamError {
         let upstream = upstream.to_string();
         match self {
-            ExchangeError::Io { error, .. } => RequestError::UpstreamReset {
+            ExchangeError::Io { error, .. } => UpstreamError::Reset {
                 upstream,
                 detail: error.to_string(),
             },
-            ExchangeError::Closed { .. } => RequestError::UpstreamReset {
+            ExchangeError::Closed { .. } => UpstreamError::Reset {
                 upstream,
                 detail: "connection closed".into(),
             },
-            ExchangeError::Timeout { phase, after } => RequestError::UpstreamTimeout {
+            ExchangeError::Timeout { phase, after } => UpstreamError::Timeout {
                 upstream,
                 phase,
                 after,
             },
-            ExchangeError::Bad(detail) => RequestError::UpstreamBadResponse { upstream, detail },
+            ExchangeError::Bad(detail) => UpstreamError::BadResponse { upstream, detail },
         }
     }
 }

@@ -2,16 +2,16 @@
 //! scenarios run against each broker.
 #![allow(dead_code)]
 
-pub use relay_e2e::broker;
+pub(crate) use relay_e2e::broker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use broker::*;
+pub(crate) use broker::*;
 use relay::kafka::OriginalRecord;
 
 /// Logs to the test output, filtered by `RUST_LOG` (default: warn).
-pub fn init_log() {
+pub(crate) fn init_log() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -21,7 +21,7 @@ pub fn init_log() {
 }
 
 /// A sample original: distinct payload (binary bytes included), key, timestamp and headers.
-pub fn sample(topic: &Arc<str>, i: usize) -> OriginalRecord {
+pub(crate) fn sample(topic: &Arc<str>, i: usize) -> OriginalRecord {
     let mut payload = format!(
         "{{\"event\":\"view\",\"user_id\":\"u-{i}\",\"n\":{i},\"note\":\"caf\u{e9} \\\"q\\\"\"}}\n"
     )
@@ -40,7 +40,7 @@ pub fn sample(topic: &Arc<str>, i: usize) -> OriginalRecord {
 }
 
 /// Asserts that `got` holds exactly `sent` (any order): bytes, key, CreateTime, headers.
-pub fn assert_same_records(sent: &[OriginalRecord], got: &[ReadBack]) {
+pub(crate) fn assert_same_records(sent: &[OriginalRecord], got: &[ReadBack]) {
     assert_eq!(got.len(), sent.len(), "count in Kafka != records accepted");
     let mut by_id = std::collections::HashMap::new();
     for g in got {
@@ -120,12 +120,12 @@ fn test_config(b: &dyn Broker) -> KafkaConfig {
 
 /// Sends `n` records from `threads` threads, waits for every delivery report, shuts down, reads
 /// the topic back and compares. Returns the flush report.
-pub fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> FlushReport {
+pub(crate) fn roundtrip(b: &dyn Broker, topic: &str, n: usize, threads: usize) -> FlushReport {
     roundtrip_with(b, topic, n, threads, 1)
 }
 
 /// [`roundtrip`] with `producer_threads` producer threads.
-pub fn roundtrip_with(
+pub(crate) fn roundtrip_with(
     b: &dyn Broker,
     topic: &str,
     n: usize,
@@ -192,7 +192,7 @@ pub fn roundtrip_with(
 /// Broker stopped + small queue: exactly `capacity` records are accepted, then `try_send`
 /// refuses; the broker comes back: everything accepted is delivered and new records flow.
 /// Returns (accepted, rejected, report).
-pub fn backpressure(b: &mut dyn Broker, topic: &str) -> (u64, u64, FlushReport) {
+pub(crate) fn backpressure(b: &mut dyn Broker, topic: &str) -> (u64, u64, FlushReport) {
     const CAP: usize = 8;
     b.create_topic(topic);
     let topic: Arc<str> = topic.into();
@@ -275,7 +275,7 @@ pub fn backpressure(b: &mut dyn Broker, topic: &str) -> (u64, u64, FlushReport) 
 
 /// Broker down at shutdown: the flush deadline passes and the report counts every accepted
 /// record as pending.
-pub fn shutdown_with_broker_down(b: &mut dyn Broker, topic: &str) -> FlushReport {
+pub(crate) fn shutdown_with_broker_down(b: &mut dyn Broker, topic: &str) -> FlushReport {
     b.create_topic(topic);
     let topic: Arc<str> = topic.into();
     let path = KafkaPath::start(&test_config(b)).expect("start");
@@ -306,7 +306,7 @@ pub fn shutdown_with_broker_down(b: &mut dyn Broker, topic: &str) -> FlushReport
 
 /// SIGTERM-like shutdown under load: records still queued when shutdown starts are all
 /// delivered before it returns.
-pub fn shutdown_flushes_under_load(b: &dyn Broker, topic: &str, n: usize) -> FlushReport {
+pub(crate) fn shutdown_flushes_under_load(b: &dyn Broker, topic: &str, n: usize) -> FlushReport {
     b.create_topic(topic);
     let topic: Arc<str> = topic.into();
     let path = KafkaPath::start(&test_config(b)).expect("start");

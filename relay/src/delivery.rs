@@ -18,7 +18,7 @@ use crate::spool::SpoolError;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
 
-use super::{Delivery, Done, FailReason, KafkaSender, OriginalRecord};
+use crate::kafka::{Delivery, Done, FailReason, KafkaSender, OriginalRecord};
 
 /// What the request still has to wait for after the upstream exchange.
 #[must_use = "an ack-mode request must be settled with Kafka's answer"]
@@ -58,7 +58,7 @@ pub async fn publish_original(
         // relay check keeps max_body_bytes below message.max.bytes; this only catches a long
         // content type or raw key on top of a body near the limit.
         return Err(RequestError::Http(relay_http::HttpError::BodyTooLarge {
-            limit: limit.saturating_sub(crate::config::KAFKA_RECORD_OVERHEAD) as u64,
+            limit: limit.saturating_sub(crate::kafka::config::KAFKA_RECORD_OVERHEAD) as u64,
         }));
     }
     let retry_after_s = kafka.retry_after_s();
