@@ -1,8 +1,13 @@
 //! Upstreams: nodes with smooth weighted round robin, a per-worker bounded keep-alive pool per
 //! node, TLS, and the exchange of one request for one response with the single allowed retry.
 
+pub mod balance;
+pub mod breaker;
+pub mod budget;
 pub mod config;
 pub mod error;
+pub mod health;
+pub mod outlier;
 pub mod pool;
 pub mod response;
 pub mod stream;
