@@ -145,7 +145,8 @@ impl RequestError {
             | RequestError::KafkaUnavailable { retry_after_s, .. }
             | RequestError::SpoolFull { retry_after_s }
             | RequestError::SpoolUnavailable { retry_after_s, .. }
-            | RequestError::Upstream(UpstreamError::Busy { retry_after_s, .. }) => {
+            | RequestError::Upstream(UpstreamError::Busy { retry_after_s, .. })
+            | RequestError::Upstream(UpstreamError::Unavailable { retry_after_s, .. }) => {
                 Some(*retry_after_s)
             }
             _ => None,
@@ -170,6 +171,7 @@ fn upstream_status_and_reason(e: &UpstreamError) -> (u16, Reason) {
         UpstreamError::BadResponse { .. } => (502, Reason::UpstreamBadResponse),
         UpstreamError::Tls { .. } => (502, Reason::UpstreamTls),
         UpstreamError::Busy { .. } => (503, Reason::UpstreamBusy),
+        UpstreamError::Unavailable { .. } => (503, Reason::UpstreamUnavailable),
     }
 }
 

@@ -115,6 +115,8 @@ reasons! {
     UpstreamTls => "upstream_tls",
     /// 503: no free upstream connection within `queue_timeout_ms`.
     UpstreamBusy => "upstream_busy",
+    /// 503: the upstream's circuit breaker is open (failing fast).
+    UpstreamUnavailable => "upstream_unavailable",
     /// 500: relay failed while handling the request.
     InternalError => "internal_error",
     /// A code this list does not know (counted, never expected).

@@ -84,6 +84,12 @@ pub struct UpstreamConfig {
     /// Largest upstream response body relayed, in bytes; larger gets 502. Default 16777216.
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: usize,
+    /// `[upstreams.outlier]`: passive ejection of failing nodes. Absent: off.
+    #[serde(default)]
+    pub outlier: Option<super::resilience::OutlierConfig>,
+    /// `[upstreams.breaker]`: circuit breaker answering 503 `upstream_unavailable`. Absent: off.
+    #[serde(default)]
+    pub breaker: Option<super::resilience::BreakerConfig>,
 }
 
 /// `[upstreams.tls]`: TLS to the upstream (rustls, verification always on).
@@ -152,6 +158,12 @@ impl UpstreamConfig {
         }
         if self.max_connections == 0 {
             p.push(format!("{f}.max_connections"), "must be at least 1");
+        }
+        if let Some(o) = &self.outlier {
+            o.validate(&format!("{f}.outlier"), p);
+        }
+        if let Some(b) = &self.breaker {
+            b.validate(&format!("{f}.breaker"), p);
         }
     }
 }

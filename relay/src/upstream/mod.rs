@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+pub mod resilience;
 pub mod response;
 pub mod stream;
 pub mod tls;
@@ -154,6 +155,10 @@ pub struct Upstream {
     wrr: RefCell<Vec<i64>>,
     pool: Pool,
     worker: usize,
+    /// Passive outlier ejection (`[upstreams.outlier]`), this worker's view.
+    outliers: Option<RefCell<outlier::Outliers>>,
+    /// Circuit breaker (`[upstreams.breaker]`), this worker's view.
+    breaker: Option<RefCell<breaker::Breaker>>,
 }
 
 impl Upstream {
@@ -170,6 +175,14 @@ impl Upstream {
                 cfg.max_connections,
                 Duration::from_millis(cfg.pool_idle_timeout_ms),
             ),
+            outliers: cfg
+                .outlier
+                .as_ref()
+                .map(|o| RefCell::new(outlier::Outliers::new(o.settings(), n))),
+            breaker: cfg
+                .breaker
+                .as_ref()
+                .map(|b| RefCell::new(breaker::Breaker::new(b.settings()))),
             shared,
             worker,
         }
@@ -181,22 +194,65 @@ impl Upstream {
     }
 
     /// Smooth weighted round robin (nginx's): the node for the next request.
+    /// Only nodes outlier detection has not ejected take part (when all are ejected, the least
+    /// recently failed one).
     fn pick(&self) -> usize {
         let nodes = &self.shared.nodes;
         if nodes.len() == 1 {
             return 0;
         }
+        let all: Vec<usize> = (0..nodes.len()).collect();
+        let usable = match &self.outliers {
+            Some(o) => o.borrow().usable(&all, Instant::now()),
+            None => all,
+        };
+        if usable.len() == 1 {
+            return usable[0];
+        }
         let mut cur = self.wrr.borrow_mut();
-        let total: i64 = nodes.iter().map(|n| n.weight).sum();
-        let mut best = 0;
-        for (i, n) in nodes.iter().enumerate() {
-            cur[i] += n.weight;
+        let total: i64 = usable.iter().map(|&i| nodes[i].weight).sum();
+        let mut best = usable[0];
+        for &i in &usable {
+            cur[i] += nodes[i].weight;
             if cur[i] > cur[best] {
                 best = i;
             }
         }
         cur[best] -= total;
         best
+    }
+
+    /// Tells outlier detection how node `node` did.
+    fn node_outcome(&self, node: usize, ok: bool) {
+        if let Some(o) = &self.outliers {
+            let mut o = o.borrow_mut();
+            if ok {
+                o.success(node);
+            } else if let Some(t) = o.failure(node, Instant::now()) {
+                tracing::warn!(upstream = %self.shared.name, node = %self.shared.nodes[node].label, ejected_for = ?t, "node ejected after consecutive failures");
+            }
+        }
+    }
+
+    /// Tells the circuit breaker how one request did.
+    fn request_outcome(&self, ok: bool) {
+        if let Some(b) = &self.breaker {
+            b.borrow_mut().record(Instant::now(), ok);
+        }
+    }
+
+    /// The breaker's verdict for a new request: `Err` when its circuit is open.
+    fn admit(&self) -> Result<(), UpstreamError> {
+        if let Some(b) = &self.breaker {
+            if let breaker::Admit::Reject(d) = b.borrow_mut().admit(Instant::now()) {
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                return Err(UpstreamError::Unavailable {
+                    upstream: self.shared.name.to_string(),
+                    retry_after_s: secs.clamp(1, u64::from(u32::MAX)) as u32,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Idle connections currently pooled (all nodes), for tests and metrics.
@@ -291,6 +347,17 @@ impl Upstream {
         request: Vec<u8>,
         is_head: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.admit()?;
+        let r = self.exchange_picked(request, is_head).await;
+        self.request_outcome(matches!(&r, Ok(resp) if resp.status < 500));
+        r
+    }
+
+    async fn exchange_picked(
+        &self,
+        request: Vec<u8>,
+        is_head: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let mut node = self.pick();
         let mut request = request;
         let mut retried = false;
@@ -299,6 +366,7 @@ impl Upstream {
             let (stream, reused) = match self.checkout(node, retried).await {
                 Ok(x) => x,
                 Err(e @ UpstreamError::Unreachable { .. }) => {
+                    self.node_outcome(node, false);
                     connect_failures += 1;
                     if connect_failures < self.shared.nodes.len() {
                         node = (node + 1) % self.shared.nodes.len();
@@ -319,6 +387,7 @@ impl Upstream {
                         .metrics
                         .duration
                         .observe(self.worker, started.elapsed());
+                    self.node_outcome(node, resp.status < 500);
                     let kept = match stream {
                         Some(s) => self.pool.checkin(node, s),
                         None => {
@@ -341,6 +410,7 @@ impl Upstream {
                         tracing::debug!(upstream = %self.shared.name, error = %e, "stale pooled connection; retrying once on a fresh one");
                         continue;
                     }
+                    self.node_outcome(node, false);
                     let err = e.into_upstream_error(&self.shared.name);
                     self.shared.metrics.error(self.worker, err.is_timeout());
                     return Err(err);
