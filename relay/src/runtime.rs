@@ -251,6 +251,8 @@ async fn worker_main(
             }
         });
     }
+    // Upstream background work this worker owns: health checks and DNS refresh.
+    monoio::spawn(supervise_upstreams(worker.clone(), shared.heartbeats.len()));
     let _ = ready.send(Ok(index));
     accept_loop(&listener, &worker).await;
     drop(listener);
@@ -265,6 +267,34 @@ async fn worker_main(
             open = worker.connections.get(),
             "grace period over; closing the remaining connections"
         );
+    }
+}
+
+/// Starts, for every upstream this worker owns (upstream index modulo the worker count), its
+/// active health checks (on this runtime) and its DNS refresher (a thread of its own), again
+/// after every reload; the previous generation's ones stop by themselves.
+async fn supervise_upstreams(worker: Rc<Worker>, workers: usize) {
+    let mut seen = 0;
+    while !worker.shutdown.is_set() {
+        let g = worker.hub.generation();
+        if g != seen {
+            seen = g;
+            let snap = worker.hub.current();
+            for (i, u) in snap.upstreams.iter().enumerate() {
+                if i % workers.max(1) != worker.index {
+                    continue;
+                }
+                let (w, hub) = (worker.clone(), worker.hub.clone());
+                let alive = Rc::new(move || hub.generation() == g && !w.shutdown.is_set());
+                crate::upstream::checker::start(u.clone(), worker.index, alive);
+                let hub = worker.hub.clone();
+                crate::upstream::dns::start(u.clone(), Arc::new(move || hub.generation() == g));
+            }
+        }
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_millis(200)) => {},
+            _ = worker.shutdown.wait() => {},
+        }
     }
 }
 

@@ -334,7 +334,7 @@ fn upstream_down_502_and_stall_504(engine: &str) {
     assert_eq!(up.count(), 1);
 }
 
-fn stale_pooled_connection_is_retried_once(engine: &str) {
+fn stale_pooled_connection_is_never_used(engine: &str) {
     let up = StubUpstream::start(Behavior {
         close_after_response: true,
         ..Behavior::default()
@@ -352,9 +352,14 @@ fn stale_pooled_connection_is_retried_once(engine: &str) {
     assert_eq!(r.status, 200, "the client never sees the stale connection");
     assert_eq!(up.count(), 2);
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Found closed before reuse (never written to), so no retry was needed.
+    assert_eq!(
+        relay.metric("relay_upstream_connections_stale_total{upstream=\"tracking\"}"),
+        1.0
+    );
     assert_eq!(
         relay.metric("relay_upstream_retries_total{upstream=\"tracking\"}"),
-        1.0
+        0.0
     );
 }
 
@@ -497,7 +502,7 @@ on_both_engines!(
     idle_keep_alive_is_closed,
     http_1_0_closes_unless_keep_alive,
     upstream_down_502_and_stall_504,
-    stale_pooled_connection_is_retried_once,
+    stale_pooled_connection_is_never_used,
     tls_upstream_with_test_ca,
     weighted_round_robin_over_nodes,
     sigterm_finishes_in_flight_and_exits_0,

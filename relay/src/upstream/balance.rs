@@ -2,26 +2,7 @@
 //! smooth WRR) or `least_request`: power of two choices on this worker's in-flight count per
 //! node.
 
-/// The `lb` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Lb {
-    /// Smooth weighted round robin. Default.
-    #[default]
-    RoundRobin,
-    /// Power of two choices on in-flight requests per node (this worker's view).
-    LeastRequest,
-}
-
-impl Lb {
-    /// Parses the `lb` value.
-    pub fn parse(s: &str) -> Option<Lb> {
-        match s {
-            "round_robin" => Some(Lb::RoundRobin),
-            "least_request" => Some(Lb::LeastRequest),
-            _ => None,
-        }
-    }
-}
+pub use super::config::Lb;
 
 /// A small xorshift generator: per worker, no locking, good enough to pick two nodes.
 #[derive(Debug, Clone)]

@@ -23,6 +23,20 @@ pub struct BreakerSettings {
     pub half_open_probes: u32,
 }
 
+impl BreakerSettings {
+    /// The settings of an `[upstreams.breaker]` table (10 buckets).
+    pub fn from_config(c: &super::config::BreakerConfig) -> BreakerSettings {
+        BreakerSettings {
+            window: Duration::from_millis(c.window_ms),
+            buckets: 10,
+            min_requests: c.min_requests,
+            failure_rate: f64::from(c.failure_rate_percent) / 100.0,
+            open_for: Duration::from_millis(c.open_ms),
+            half_open_probes: c.half_open_probes,
+        }
+    }
+}
+
 impl Default for BreakerSettings {
     fn default() -> Self {
         BreakerSettings {

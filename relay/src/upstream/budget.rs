@@ -5,44 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-/// A failure kind a retry may be allowed for (`retry_on` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RetryOn {
-    /// Connect refused or timed out (nothing was sent). Default on.
-    Connect,
-    /// Connection reset before the request was fully written. Default on.
-    ResetBeforeWrite,
-    /// Connection reset after the request was fully written (opt-in: the upstream must
-    /// deduplicate by `X-Request-Id`).
-    ResetAfterWrite,
-    /// The upstream answered 502 (opt-in).
-    Status502,
-    /// The upstream answered 503 (opt-in).
-    Status503,
-}
-
-impl RetryOn {
-    /// Parses one `retry_on` entry.
-    pub fn parse(s: &str) -> Option<RetryOn> {
-        Some(match s {
-            "connect" => RetryOn::Connect,
-            "reset_before_write" => RetryOn::ResetBeforeWrite,
-            "reset_after_write" => RetryOn::ResetAfterWrite,
-            "502" => RetryOn::Status502,
-            "503" => RetryOn::Status503,
-            _ => return None,
-        })
-    }
-
-    /// The accepted spellings, for error messages.
-    pub const NAMES: &'static [&'static str] = &[
-        "connect",
-        "reset_before_write",
-        "reset_after_write",
-        "502",
-        "503",
-    ];
-}
+pub use super::config::RetryOn;
 
 /// Retry budget for one upstream (one worker's view).
 #[derive(Debug)]
@@ -146,13 +109,5 @@ mod tests {
         assert!(!b.try_retry(t0));
         let t1 = t0 + Duration::from_secs(10);
         assert!(b.try_retry(t1));
-    }
-
-    #[test]
-    fn parses_retry_on() {
-        for n in RetryOn::NAMES {
-            assert!(RetryOn::parse(n).is_some(), "{n}");
-        }
-        assert_eq!(RetryOn::parse("504"), None);
     }
 }

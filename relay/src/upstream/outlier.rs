@@ -21,6 +21,18 @@ pub struct OutlierSettings {
     pub max_ejected_percent: u8,
 }
 
+impl OutlierSettings {
+    /// The settings of an `[upstreams.outlier]` table.
+    pub fn from_config(c: &super::config::OutlierConfig) -> OutlierSettings {
+        OutlierSettings {
+            consecutive_failures: c.consecutive_failures,
+            base_ejection: Duration::from_millis(c.base_ejection_ms),
+            max_ejection: Duration::from_millis(c.max_ejection_ms),
+            max_ejected_percent: c.max_ejected_percent,
+        }
+    }
+}
+
 impl Default for OutlierSettings {
     fn default() -> Self {
         OutlierSettings {
