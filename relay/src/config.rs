@@ -70,7 +70,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigErrors {
             file: path.to_path_buf(),
-            errors: vec![toml_error(&e)],
+            errors: vec![toml_error(&e, text)],
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         cfg.resolve_paths(&base);
@@ -255,12 +255,20 @@ impl Config {
     }
 }
 
-fn toml_error(e: &toml::de::Error) -> FieldError {
-    // toml's message already says the line, column and what was expected; keep it whole.
+fn toml_error(e: &toml::de::Error, text: &str) -> FieldError {
+    // toml's message says what was expected; the span says where: name the line and show it
+    // (it holds the key), e.g. `line 12: retry_on = ["504"]`.
     let msg = e.message().to_string();
     let field = e
         .span()
-        .map(|s| format!("(at byte {}..{})", s.start, s.end))
+        .map(|s| {
+            let start = s.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            let line = text.get(line_start..line_end).unwrap_or("").trim();
+            format!("line {line_no}: {line}")
+        })
         .unwrap_or_else(|| "(file)".into());
     FieldError {
         field,

@@ -425,6 +425,9 @@ pub struct Behavior {
     pub stall: bool,
     /// Close the connection right after each response (without saying so).
     pub close_after_response: bool,
+    /// Read the whole request, then close the connection without answering (the request
+    /// was fully written: a reset after write, from the client's side).
+    pub reset: bool,
 }
 
 impl Default for Behavior {
@@ -437,6 +440,7 @@ impl Default for Behavior {
             close_delimited: false,
             stall: false,
             close_after_response: false,
+            reset: false,
         }
     }
 }
@@ -520,6 +524,16 @@ impl StubUpstream {
     /// Number of requests received.
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Number of requests received for `target` (e.g. to leave health probes out).
+    pub fn count_to(&self, target: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
     }
 
     /// Changes the behavior.
@@ -629,6 +643,9 @@ fn serve_stub<S: Read + Write>(
         let b = beh.lock().unwrap().clone();
         if b.stall {
             std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        if b.reset {
             return;
         }
         let mut out = format!("HTTP/1.1 {} {}\r\n", b.status, reason(b.status)).into_bytes();
