@@ -54,6 +54,21 @@ fn failing_node_is_ejected_and_traffic_moves(engine: &str) {
     );
     assert_eq!(statuses.iter().filter(|&&s| s == 500).count(), 2);
     assert_eq!(good.count(), 18);
+    assert_eq!(
+        relay.metric("relay_upstream_ejections_total{upstream=\"tracking\"}"),
+        1.0
+    );
+    let series = format!(
+        "relay_upstream_node_ejected_workers{{upstream=\"tracking\",node=\"{}\"}}",
+        bad.addr
+    );
+    assert_eq!(relay.metric(&series), 1.0);
+    let (_, body) = relay.admin_get("/upstreams");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["upstreams"][0]["nodes"][0]["ejected_workers"], 1,
+        "{body}"
+    );
 }
 
 fn dead_node_is_ejected(engine: &str) {
@@ -100,6 +115,15 @@ fn breaker_opens_fails_fast_and_closes_after_recovery(engine: &str) {
     );
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(up.count(), 4, "an open circuit sends nothing upstream");
+    assert_eq!(
+        relay.metric("relay_upstream_circuit_opened_total{upstream=\"tracking\"}"),
+        1.0
+    );
+    assert!(relay.metric("relay_upstream_circuit_rejected_total{upstream=\"tracking\"}") >= 1.0);
+    assert_eq!(
+        relay.metric("relay_upstream_circuit_open_workers{upstream=\"tracking\"}"),
+        1.0
+    );
 
     up.set(Behavior::default());
     let recovered = wait_for(Duration::from_secs(20), || {
@@ -112,6 +136,10 @@ fn breaker_opens_fails_fast_and_closes_after_recovery(engine: &str) {
     for _ in 0..5 {
         assert_eq!(c.post("/v1/logs", b"{}").status, 200);
     }
+    assert_eq!(
+        relay.metric("relay_upstream_circuit_open_workers{upstream=\"tracking\"}"),
+        0.0
+    );
 }
 
 fn invalid_resilience_config_names_the_field(engine: &str) {

@@ -34,16 +34,26 @@ pub fn start(shared: Arc<UpstreamShared>, alive: Arc<dyn Fn() -> bool + Send + S
     }
 }
 
-/// Re-resolves every host-name node once.
+/// Re-resolves every host-name node once with the system resolver.
 pub fn refresh(shared: &UpstreamShared) {
+    refresh_with(shared, |hostport| {
+        hostport.to_socket_addrs().map(|a| a.collect())
+    })
+}
+
+/// Re-resolves every host-name node once with `resolve` (`host:port` to addresses; tests
+/// inject their own).
+pub fn refresh_with(
+    shared: &UpstreamShared,
+    resolve: impl Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+) {
     for (i, n) in shared.nodes.iter().enumerate() {
         if n.dns_name.is_none() {
             continue;
         }
         let s = &shared.node_state[i];
-        match n.label.to_socket_addrs() {
+        match resolve(&n.label) {
             Ok(addrs) => {
-                let addrs: Vec<SocketAddr> = addrs.collect();
                 let current = s.addr();
                 match next_addr(current, &addrs) {
                     None => {
