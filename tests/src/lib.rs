@@ -428,6 +428,9 @@ pub struct Behavior {
     /// Read the whole request, then close the connection without answering (the request
     /// was fully written: a reset after write, from the client's side).
     pub reset: bool,
+    /// When set, `GET /health` is answered with this status (empty body) whatever the rest
+    /// says, so a node's health checks and its traffic can fail apart.
+    pub health_status: Option<u16>,
 }
 
 impl Default for Behavior {
@@ -441,6 +444,7 @@ impl Default for Behavior {
             stall: false,
             close_after_response: false,
             reset: false,
+            health_status: None,
         }
     }
 }
@@ -633,6 +637,7 @@ fn serve_stub<S: Read + Write>(
                 return;
             }
         }
+        let is_health = target == "/health";
         rec.lock().unwrap().push(Received {
             method: method.clone(),
             target,
@@ -640,7 +645,14 @@ fn serve_stub<S: Read + Write>(
             body,
             connection: id,
         });
-        let b = beh.lock().unwrap().clone();
+        let mut b = beh.lock().unwrap().clone();
+        if let (true, Some(status)) = (is_health, b.health_status) {
+            b = Behavior {
+                status,
+                body: Vec::new(),
+                ..Behavior::default()
+            };
+        }
         if b.stall {
             std::thread::sleep(Duration::from_secs(60));
             return;

@@ -340,6 +340,63 @@ fn unknown_retry_on_and_lb_are_refused_naming_the_field(engine: &str) {
     }
 }
 
+fn ejected_node_comes_back_when_its_health_checks_pass(engine: &str) {
+    let flaky = StubUpstream::start(Behavior {
+        reset: true,
+        health_status: Some(200),
+        ..Behavior::default()
+    });
+    let good = StubUpstream::start(Behavior::default());
+    let cfg = config(
+        engine,
+        &[flaky.addr, good.addr],
+        "[upstreams.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 600000\nmax_ejection_ms = 600000\n[upstreams.health]\ninterval_ms = 50\ntimeout_ms = 40\nhealthy_after = 2\nunhealthy_after = 2",
+    );
+    let relay = Relay::start(&cfg);
+    let mut c = Client::connect(relay.addr);
+    // The node resets every request (its health endpoint still answers): ejected after 2.
+    for _ in 0..10 {
+        c.post("/v1/logs", b"{}");
+    }
+    assert_eq!(
+        flaky.count_to("/v1/logs"),
+        2,
+        "ejected within the configured failures"
+    );
+    assert_eq!(
+        relay.metric("relay_upstream_ejections_total{upstream=\"tracking\"}"),
+        1.0
+    );
+    // It dies completely (health checks fail too), then recovers.
+    let series = format!(
+        "relay_upstream_node_healthy{{upstream=\"tracking\",node=\"{}\"}}",
+        flaky.addr
+    );
+    flaky.set(Behavior {
+        reset: true,
+        health_status: Some(500),
+        ..Behavior::default()
+    });
+    let down = wait_for(Duration::from_secs(20), || {
+        (relay.metric(&series) == 0.0).then_some(())
+    });
+    assert!(down.is_some(), "health checks judge it unhealthy");
+    flaky.set(Behavior::default());
+    let up = wait_for(Duration::from_secs(20), || {
+        (relay.metric(&series) == 1.0).then_some(())
+    });
+    assert!(up.is_some(), "health checks pass again");
+    // Its 600 s ejection is lifted by the passing checks: traffic comes back now.
+    let back = wait_for(Duration::from_secs(20), || {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 200);
+        (flaky.count_to("/v1/logs") > 2).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "traffic returns once its health check passes"
+    );
+}
+
 macro_rules! on_both_engines {
     ($($case:ident),* $(,)?) => {
         mod io_uring {
@@ -362,4 +419,5 @@ on_both_engines!(
     retries_never_exceed_the_budget,
     least_request_spreads_over_the_nodes,
     unknown_retry_on_and_lb_are_refused_naming_the_field,
+    ejected_node_comes_back_when_its_health_checks_pass,
 );

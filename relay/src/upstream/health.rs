@@ -11,6 +11,7 @@ pub struct NodeHealth {
     passes: AtomicU32,
     fails: AtomicU32,
     probes_total: AtomicU32,
+    recoveries: AtomicU32,
 }
 
 impl Default for NodeHealth {
@@ -20,6 +21,7 @@ impl Default for NodeHealth {
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
             probes_total: AtomicU32::new(0),
+            recoveries: AtomicU32::new(0),
         }
     }
 }
@@ -28,6 +30,12 @@ impl NodeHealth {
     /// Whether the node gets traffic (read by every worker on the request path).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Times the node turned healthy again (workers lift their outlier ejection of it when
+    /// this changes).
+    pub fn recoveries(&self) -> u32 {
+        self.recoveries.load(Ordering::Acquire)
     }
 
     /// Health probes sent so far.
@@ -44,6 +52,7 @@ impl NodeHealth {
             let p = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
             if !self.is_healthy() && p >= healthy_after.max(1) {
                 self.healthy.store(true, Ordering::Relaxed);
+                self.recoveries.fetch_add(1, Ordering::AcqRel);
                 return Some(true);
             }
         } else {
@@ -76,5 +85,6 @@ mod tests {
         assert_eq!(h.record(true, 2, 3), Some(true));
         assert!(h.is_healthy());
         assert_eq!(h.probes_total(), 7);
+        assert_eq!(h.recoveries(), 1);
     }
 }

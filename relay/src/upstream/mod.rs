@@ -275,6 +275,8 @@ pub struct Upstream {
     breaker: Option<RefCell<breaker::Breaker>>,
     budget: RefCell<budget::RetryBudget>,
     circuit_published: Cell<bool>,
+    /// Per node, the health recoveries already applied to outlier ejection.
+    recoveries_seen: RefCell<Vec<u32>>,
 }
 
 impl Upstream {
@@ -319,6 +321,13 @@ impl Upstream {
                 cfg.retry_budget_min,
             )),
             circuit_published: Cell::new(false),
+            recoveries_seen: RefCell::new(
+                shared
+                    .node_state
+                    .iter()
+                    .map(|s| s.health.recoveries())
+                    .collect(),
+            ),
             shared,
             worker,
         }
@@ -331,7 +340,7 @@ impl Upstream {
 
     /// The node for the next attempt. Candidates: the nodes active health checks judge healthy
     /// (all of them when none is), minus those outlier detection has ejected (when all are,
-    /// the least recently failed one). A retry prefers a candidate not `tried` yet, then any
+    /// the least recently failed one; a node whose health checks pass again is reinstated). A retry prefers a candidate not `tried` yet, then any
     /// node not tried yet; only when every node was tried does it go back to one.
     fn pick(&self, tried: &[bool]) -> usize {
         let n = self.shared.nodes.len();
@@ -349,7 +358,15 @@ impl Upstream {
         };
         let usable = match &self.outliers {
             Some(o) => {
-                let o = o.borrow();
+                let mut o = o.borrow_mut();
+                let mut seen = self.recoveries_seen.borrow_mut();
+                for (i, s) in self.shared.node_state.iter().enumerate() {
+                    let r = s.health.recoveries();
+                    if seen[i] != r {
+                        seen[i] = r;
+                        o.reinstate(i);
+                    }
+                }
                 for (i, s) in self.shared.node_state.iter().enumerate() {
                     s.status
                         .ejected

@@ -86,6 +86,15 @@ impl Outliers {
             .count()
     }
 
+    /// Lifts the ejection of node `i` (its active health checks passed again); its next
+    /// ejection still lasts longer than the last.
+    pub fn reinstate(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.ejected_until = None;
+            n.consecutive = 0;
+        }
+    }
+
     /// Records a success from node `i`: its consecutive count resets.
     pub fn success(&mut self, i: usize) {
         if let Some(n) = self.nodes.get_mut(i) {
@@ -182,6 +191,11 @@ mod tests {
         }
         assert_eq!(o.failure(0, t2), Some(Duration::from_secs(25)), "capped");
         assert_eq!(o.ejections_total(), 3);
+        o.reinstate(0);
+        assert!(
+            !o.is_ejected(0, t2),
+            "a passing health check lifts the ejection"
+        );
     }
 
     #[test]
