@@ -218,6 +218,11 @@ pub(super) fn ratios(scs: &[Scenario], p99_ms: f64) -> BTreeMap<String, Option<f
         ("io_uring/epoll (1 worker)", "uring-1w", "epoll-1w"),
         ("2 workers/1 worker (io_uring)", "uring-2w", "uring-1w"),
         ("scrub/plain proxy (1 worker)", "scrub-1w", "uring-1w"),
+        (
+            "one dead node/healthy (1 worker)",
+            "dead-node-1w",
+            "uring-1w",
+        ),
         ("full work/plain proxy (1 worker)", "full-1w", "uring-1w"),
         (
             "full work spool/memory (1 worker)",

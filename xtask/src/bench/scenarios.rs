@@ -40,6 +40,7 @@ pub(super) struct ScenarioSpec {
 pub(super) const ALL: &[&str] = &[
     "direct",
     "uring-1w",
+    "dead-node-1w",
     "epoll-1w",
     "uring-2w",
     "scrub-1w",
@@ -58,6 +59,11 @@ pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
         },
         "uring-1w" => ScenarioSpec {
             what: "relay plain proxy, io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Proxy)),
+            reference: None,
+        },
+        "dead-node-1w" => ScenarioSpec {
+            what: "relay plain proxy, io_uring, 1 worker, two upstream nodes of which one is dead (refuses connections): outlier ejection + health checks on",
             relay: Some(("io_uring", 1, Work::Proxy)),
             reference: None,
         },
@@ -186,6 +192,23 @@ fn with_delivery(scenario: &str, out: &Path, config: String) -> String {
     c
 }
 
+/// The `dead-node-1w` configuration: a second node where nothing listens (a port bound and
+/// released), passive outlier ejection and active health checks on the upstream (probing the
+/// stub's `GET /__stats`, which its request counters leave out).
+fn with_dead_node(config: String) -> Result<String> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Ok(dead_node_config(config, dead))
+}
+
+fn dead_node_config(config: String, dead: std::net::SocketAddr) -> String {
+    let c = config.replacen("\"]\n", &format!("\", \"{dead}\"]\n"), 1);
+    c.replacen(
+        "\n[[routes]]",
+        "\n[upstreams.outlier]\nconsecutive_failures = 3\nbase_ejection_ms = 5000\n\n[upstreams.health]\npath = \"/__stats\"\ninterval_ms = 1000\ntimeout_ms = 500\n\n[[routes]]",
+        1,
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_scenario(
     name: &str,
@@ -296,6 +319,9 @@ pub(super) fn run_scenario(
                 }
             },
             Work::Scrub => relay_config(engine, workers, &upstream, true, None),
+            Work::Proxy if name == "dead-node-1w" => {
+                with_dead_node(relay_config(engine, workers, &upstream, false, None))?
+            }
             Work::Proxy => relay_config(engine, workers, &upstream, false, None),
         };
         let cfg_path = out.join(format!("relay-{name}.toml"));
@@ -615,4 +641,24 @@ pub(super) fn step(
         },
     };
     Ok(st)
+}
+
+#[cfg(test)]
+mod dead_node_tests {
+    use super::*;
+
+    #[test]
+    fn the_dead_node_scenario_adds_a_node_and_the_resilience_tables() {
+        let c = dead_node_config(
+            relay_config("io_uring", 1, "127.0.0.1:9000", false, None),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        assert!(
+            c.contains("nodes = [\"127.0.0.1:9000\", \"127.0.0.1:1\"]"),
+            "{c}"
+        );
+        let outlier = c.find("[upstreams.outlier]").unwrap();
+        let routes = c.find("[[routes]]").unwrap();
+        assert!(outlier < routes && c.contains("[upstreams.health]"), "{c}");
+    }
 }
