@@ -314,6 +314,82 @@ upstream = "tracking"
     }
 
     #[test]
+    fn upstream_resilience_defaults_and_bad_values_name_the_field() {
+        use crate::upstream::{Lb, RetryOn};
+        let c = Config::from_toml(EXAMPLE, Path::new("relay.toml")).unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.lb, Lb::RoundRobin);
+        assert_eq!(
+            u.retry_on,
+            vec![RetryOn::Connect, RetryOn::ResetBeforeWrite]
+        );
+        assert_eq!((u.retry_budget_percent, u.dns_refresh_ms), (20, 30_000));
+        assert!(u.health.is_none() && u.outlier.is_none() && u.breaker.is_none());
+
+        let ok = EXAMPLE.replace(
+            "nodes = [\"127.0.0.1:9000\"]",
+            "nodes = [\"127.0.0.1:9000\"]\nlb = \"least_request\"\nretry_on = [\"connect\", \"502\"]\n[upstreams.health]\n",
+        );
+        let c = Config::from_toml(&ok, Path::new("relay.toml")).unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.lb, Lb::LeastRequest);
+        assert_eq!(u.retry_on, vec![RetryOn::Connect, RetryOn::Status502]);
+        let h = u.health.as_ref().unwrap();
+        assert_eq!(
+            (h.path.as_str(), h.interval_ms, h.timeout_ms),
+            ("/health", 5000, 1000)
+        );
+        assert_eq!((h.healthy_after, h.unhealthy_after), (2, 3));
+        assert_eq!(h.expect_status, vec![200]);
+
+        for (extra, field) in [
+            (
+                "retry_budget_percent = 101",
+                "upstreams[0].retry_budget_percent",
+            ),
+            (
+                "retry_budget_window_ms = 0",
+                "upstreams[0].retry_budget_window_ms",
+            ),
+            ("dns_refresh_ms = 5", "upstreams[0].dns_refresh_ms"),
+            (
+                "[upstreams.health]\ntimeout_ms = 6000",
+                "upstreams[0].health.timeout_ms",
+            ),
+            (
+                "[upstreams.health]\nunhealthy_after = 0",
+                "upstreams[0].health.unhealthy_after",
+            ),
+            (
+                "[upstreams.health]\nexpect_status = [99]",
+                "upstreams[0].health.expect_status[0]",
+            ),
+            (
+                "[upstreams.outlier]\nmax_ejection_ms = 1",
+                "upstreams[0].outlier.max_ejection_ms",
+            ),
+            (
+                "[upstreams.breaker]\nmin_requests = 0",
+                "upstreams[0].breaker.min_requests",
+            ),
+        ] {
+            let bad = EXAMPLE.replace(
+                "nodes = [\"127.0.0.1:9000\"]",
+                &format!("nodes = [\"127.0.0.1:9000\"]\n{extra}"),
+            );
+            let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+            assert!(e.errors.iter().any(|f| f.field == field), "{extra}: {e}");
+        }
+        let bad = EXAMPLE.replace(
+            "nodes = [\"127.0.0.1:9000\"]",
+            "nodes = [\"127.0.0.1:9000\"]\nretry_on = [\"504\"]",
+        );
+        let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("retry_on = [\"504\"]"), "{e}");
+        assert!(e.to_string().contains("reset_after_write"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_and_bad_references_name_the_field() {
         let bad = EXAMPLE.replace("upstream = \"tracking\"", "upstream = \"nope\"");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
