@@ -397,6 +397,35 @@ fn ejected_node_comes_back_when_its_health_checks_pass(engine: &str) {
     );
 }
 
+fn stalled_node_is_ejected_after_its_timeout(engine: &str) {
+    let stalled = StubUpstream::start(Behavior {
+        stall: true,
+        ..Behavior::default()
+    });
+    let good = StubUpstream::start(Behavior::default());
+    let cfg = config(
+        engine,
+        &[stalled.addr, good.addr],
+        "[upstreams.outlier]\nconsecutive_failures = 1\nbase_ejection_ms = 600000\nmax_ejection_ms = 600000",
+    );
+    let relay = Relay::start(&cfg);
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(post(relay.addr, "/v1/logs", b"{}").status);
+    }
+    assert_eq!(
+        stalled.count(),
+        1,
+        "one timeout ejects the node: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 504).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(good.count(), 7);
+}
+
 macro_rules! on_both_engines {
     ($($case:ident),* $(,)?) => {
         mod io_uring {
@@ -420,4 +449,5 @@ on_both_engines!(
     least_request_spreads_over_the_nodes,
     unknown_retry_on_and_lb_are_refused_naming_the_field,
     ejected_node_comes_back_when_its_health_checks_pass,
+    stalled_node_is_ejected_after_its_timeout,
 );
