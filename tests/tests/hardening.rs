@@ -491,10 +491,6 @@ fn empty_json_body_on_pii_route(engine: &str) {
     assert_eq!(up.count(), 0);
 }
 
-/// `[admin] token_file`: every endpoint but `/healthz` needs `Authorization: Bearer <token>`
-/// (401 with `WWW-Authenticate` otherwise); `relay check` refuses a non-loopback admin listener
-/// without a token unless `allow_unauthenticated = true`.
-#[test]
 /// The admin listener's own bounds: at most `max_connections` served at once (more are closed
 /// at accept, unanswered), and a connection that does not finish its request within
 /// `request_timeout_ms` (nothing sent, or a head that never ends) is closed; then there is room.
@@ -549,6 +545,9 @@ fn admin_connections_and_request_timeout_are_bounded() {
     assert_eq!(relay.admin_get("/healthz").0, 200);
 }
 
+/// `[admin] token_file`: every endpoint but `/healthz` needs `Authorization: Bearer <token>`
+/// (401 with `WWW-Authenticate` otherwise); `relay check` refuses a non-loopback admin listener
+/// without a token unless `allow_unauthenticated = true`.
 #[test]
 fn admin_token_guards_every_endpoint_but_healthz() {
     let dir = tempfile::tempdir().unwrap();
