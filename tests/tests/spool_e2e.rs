@@ -349,9 +349,11 @@ fn ack_broker_frozen_60s_refuses_unacknowledged_and_loses_nothing_answered_2xx()
     let up = StubUpstream::start(Behavior::default());
     let spool = tempfile::tempdir().unwrap();
     // Kafka's verdict within 10 s of a request: shorter than the client's 15 s read timeout.
+    // Idempotence off: after records time out an idempotent producer bumps its epoch (KIP-360),
+    // which tansu never accepts (see broker::TansuRestart), so nothing would flow after the thaw.
     let cfg = config(up.addr, &b.bootstrap(), TOPIC, "ack", spool.path(), "").replace(
         "[kafka.properties]\n",
-        "[kafka.properties]\n\"message.timeout.ms\" = \"10000\"\n\"request.timeout.ms\" = \"5000\"\n",
+        "[kafka.properties]\n\"message.timeout.ms\" = \"10000\"\n\"request.timeout.ms\" = \"5000\"\n\"enable.idempotence\" = \"false\"\n",
     );
     let relay = Relay::start(&cfg);
     let target = Arc::new(Mutex::new(relay.addr));
