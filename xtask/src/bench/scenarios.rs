@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use super::broker::{kafka_delivered, start_broker, TOPIC};
+use super::broker::{kafka_delivered, metric_sum, start_broker, TOPIC};
 use super::cpus::{taskset, Cpus};
 use super::procs::{cpu_ticks, tree_cpu_ticks, tree_rss_mib, Proc};
 use super::references::{self, Reference};
@@ -545,6 +545,8 @@ pub(super) fn step(
     let before = stub_stats(upstream)?;
     // The counter appears with the first record: absent means 0.
     let kafka0 = kafka_admin.map(|a| kafka_delivered(a).unwrap_or(0));
+    // Spool group commits: present only where relay has a spool.
+    let fsync0 = kafka_admin.and_then(spool_fsync_counts);
     let cpu0 = proxy_pid.and_then(tree_cpu_ticks);
     let stub0 = cpu_ticks(stub_pid);
     let t0 = Instant::now();
@@ -575,6 +577,14 @@ pub(super) fn step(
     let cpu1 = proxy_pid.and_then(tree_cpu_ticks);
     let stub1 = cpu_ticks(stub_pid);
     let after = stub_stats(upstream)?;
+    let fsync1 = kafka_admin.and_then(spool_fsync_counts);
+    let (spool_fsyncs, spool_records_per_fsync) = match (fsync0, fsync1) {
+        (Some((f0, r0)), Some((f1, r1))) => {
+            let (f, r) = (f1.saturating_sub(f0), r1.saturating_sub(r0));
+            (Some(f), (f > 0).then(|| r as f64 / f as f64))
+        }
+        _ => (None, None),
+    };
     let r: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let u = |v: &Value| v.as_u64().unwrap_or(0);
     let lat = &r["latency_us"];
@@ -639,8 +649,19 @@ pub(super) fn step(
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         },
+        spool_fsyncs,
+        spool_records_per_fsync,
     };
     Ok(st)
+}
+
+/// (`relay_spool_fsyncs_total`, `relay_spool_fsync_records_total`), all workers; `None`
+/// without a spool (the families have no series).
+fn spool_fsync_counts(admin: &str) -> Option<(u64, u64)> {
+    Some((
+        metric_sum(admin, "relay_spool_fsyncs_total")?,
+        metric_sum(admin, "relay_spool_fsync_records_total")?,
+    ))
 }
 
 #[cfg(test)]
