@@ -5,14 +5,17 @@
 //! the upstream's response. [`runtime`] runs one pinned single-threaded worker per allowed CPU.
 
 pub mod admin;
+pub mod admit;
 pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod cpu_quota;
 pub mod delivery;
 pub mod doctor;
 pub mod error;
 pub mod kafka;
+pub mod limit;
 pub mod metrics;
 pub mod problems;
 pub mod proxy;
