@@ -216,7 +216,9 @@ impl Config {
             if !self.consumers.iter().any(|k| &k.name == c) {
                 p.push(
                     format!("{f}.consumers[{j}]"),
-                    format!("no consumer named {c:?}; define it under [[consumers]] or fix the name"),
+                    format!(
+                        "no consumer named {c:?}; define it under [[consumers]] or fix the name"
+                    ),
                 );
             }
         }

@@ -5,8 +5,8 @@
 //! the upstream's response. [`runtime`] runs one pinned single-threaded worker per allowed CPU.
 
 pub mod admin;
-pub mod admit;
 pub mod admission;
+pub mod admit;
 pub mod app;
 pub mod auth;
 pub mod config;

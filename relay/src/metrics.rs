@@ -270,7 +270,8 @@ pub struct ConsumerMetrics {
 }
 
 /// The `outcome` label of `relay_consumer_requests_total`.
-pub const CONSUMER_OUTCOMES: [&str; 4] = ["admitted", "forbidden", "rate_limited", "quota_exceeded"];
+pub const CONSUMER_OUTCOMES: [&str; 4] =
+    ["admitted", "forbidden", "rate_limited", "quota_exceeded"];
 
 impl Metrics {
     /// An empty registry for `workers` workers.

@@ -21,8 +21,8 @@ use relay_http::encode::finish_response_head;
 use relay_http::fields::{connection_tokens, is_hop_by_hop};
 use relay_http::{RequestHead, RequestHeadEncoder};
 
-use crate::delivery::{publish_original as publish, Pending};
 use crate::admit::Admitted;
+use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};

@@ -71,7 +71,9 @@ pub struct Limiter {
 impl Limiter {
     /// Compiles `cfg` over `state`.
     pub fn new(cfg: &LimitConfig, state: Arc<LimitState>) -> Limiter {
-        let interval_ns = cfg.rate.map_or(0, |r| ((NS as f64 / r).round() as u64).max(1));
+        let interval_ns = cfg
+            .rate
+            .map_or(0, |r| ((NS as f64 / r).round() as u64).max(1));
         let burst = cfg.effective_burst();
         Limiter {
             state,
