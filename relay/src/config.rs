@@ -343,6 +343,26 @@ upstream = "tracking"
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
+    #[test]
+    fn the_keepalive_read_window_must_fit_the_idle_timeout() {
+        let c = Config::from_toml(EXAMPLE, Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.keepalive_read_window_ms, 20);
+        let set = |w: u64, idle: u64| {
+            EXAMPLE.replace(
+                "workers = \"auto\"",
+                &format!(
+                    "workers = \"auto\"\nkeepalive_read_window_ms = {w}\nidle_timeout_ms = {idle}"
+                ),
+            )
+        };
+        for ok in [set(0, 1), set(19, 20)] {
+            Config::from_toml(&ok, Path::new("x.toml")).unwrap();
+        }
+        let e = Config::from_toml(&set(20, 20), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.errors[0].field, "server.keepalive_read_window_ms", "{e}");
+        assert!(e.errors[0].message.contains("idle_timeout_ms"), "{e}");
+    }
+
     fn with_kafka(route_extra: &str, tail: &str) -> String {
         EXAMPLE.replace(
             "upstream = \"tracking\"\n",

@@ -71,8 +71,14 @@ fn spooled_records_wait_on_disk_while_kafka_is_full_and_are_all_delivered() {
             });
         }
     });
-    // All 200 are durable; the Kafka path holds at most 8: the rest wait on disk only.
-    assert_eq!(stats.unacked_records(), 200);
+    // All 200 are durable; the Kafka path holds at most 8: the rest wait on disk only. The
+    // mock's `broker_down` is a command to its own thread, so a record already on the wire
+    // may still be acknowledged: at most the Kafka path's capacity can have left the spool.
+    let unacked = stats.unacked_records();
+    assert!(
+        (200 - 8..=200).contains(&unacked),
+        "unacknowledged while the broker is down: {unacked} of 200"
+    );
     assert!(path.stats().depth() <= 8);
     b.start();
     wait_for("every spooled record delivered", LONG, || {

@@ -182,7 +182,7 @@ impl KafkaSender {
             return Err(rejected);
         }
         s.stats.on_enqueued(slot);
-        s.wake_one();
+        s.wake_for(promise == Promise::Ack);
         Ok(())
     }
 
@@ -253,6 +253,7 @@ impl KafkaPath {
                 .message_max_bytes()
                 .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES),
             closing: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
             retry_after_s: cfg.retry_after_s.max(1),
             sleepers: (0..n).map(|_| Sleeper::default()).collect(),
             log: Default::default(),

@@ -84,6 +84,10 @@ pub struct UpstreamConfig {
     /// Largest upstream response body relayed, in bytes; larger gets 502. Default 16777216.
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Largest upstream response head (status line and headers, each interim 1xx head
+    /// alike), in bytes; larger gets 502. At least 1024. Default 65536.
+    #[serde(default = "defaults::max_response_header_bytes")]
+    pub max_response_header_bytes: usize,
 }
 
 /// `[upstreams.tls]`: TLS to the upstream (rustls, verification always on).
@@ -153,6 +157,12 @@ impl UpstreamConfig {
         if self.max_connections == 0 {
             p.push(format!("{f}.max_connections"), "must be at least 1");
         }
+        if self.max_response_header_bytes < 1024 {
+            p.push(
+                format!("{f}.max_response_header_bytes"),
+                "must be at least 1024 bytes",
+            );
+        }
     }
 }
 
@@ -185,6 +195,10 @@ pub mod defaults {
     /// 16 MiB.
     pub fn max_response_bytes() -> usize {
         16 * 1024 * 1024
+    }
+    /// 64 KiB.
+    pub fn max_response_header_bytes() -> usize {
+        64 * 1024
     }
     /// 30 s.
     pub fn response_timeout_ms() -> u64 {
