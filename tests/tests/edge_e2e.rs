@@ -16,6 +16,9 @@ use relay_e2e::broker::{read_topic, Broker, Mock};
 use relay_e2e::{wait_for, Behavior, Client, Relay, Response, StubUpstream};
 use sha2::{Digest, Sha256};
 
+/// A request admitted by the edge policy: path, credential headers, the consumer it is.
+type Admitted<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+
 const TOPIC: &str = "edge-topic";
 const SECRET: &str = "an-hs256-secret-that-is-long-enough-0123";
 
@@ -47,7 +50,10 @@ fn make_keys(dir: &Path) {
             "rsa.pem",
         ],
     );
-    openssl(dir, &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"]);
+    openssl(
+        dir,
+        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
+    );
 }
 
 fn config(engine: &str, up: SocketAddr, brokers: &str, keys: &Path, limits: &str) -> String {
@@ -172,18 +178,30 @@ fn statuses_headers_kafka_and_upstream(engine: &str) {
     let broker = Mock::new();
     broker.create_topic(TOPIC);
     let up = StubUpstream::start(Behavior::default());
-    let relay = Relay::start(&config(engine, up.addr, &broker.bootstrap(), keys.path(), ""));
+    let relay = Relay::start(&config(
+        engine,
+        up.addr,
+        &broker.bootstrap(),
+        keys.path(),
+        "",
+    ));
     assert_eq!(relay.io_engine, engine, "{}", relay.log());
     let a = relay.addr;
     let hs = EncodingKey::from_secret(SECRET.as_bytes());
-    let rs = EncodingKey::from_rsa_pem(&std::fs::read(keys.path().join("rsa.pem")).unwrap())
-        .unwrap();
+    let rs =
+        EncodingKey::from_rsa_pem(&std::fs::read(keys.path().join("rsa.pem")).unwrap()).unwrap();
     let iss = "https://id.example";
 
     // 401: nothing, an unknown key, a bad scheme, expired / wrong audience / wrong issuer
     // tokens, and the algorithm-confusion forgery (HS256 "signed" with the RSA public key).
     let public_pem = std::fs::read(keys.path().join("rsa.pub.pem")).unwrap();
-    let forged = token(Algorithm::HS256, &EncodingKey::from_secret(&public_pem), iss, "relay", 600);
+    let forged = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public_pem),
+        iss,
+        "relay",
+        600,
+    );
     let expired = token(Algorithm::HS256, &hs, iss, "relay", -3600);
     let wrong_aud = token(Algorithm::RS256, &rs, iss, "elsewhere", 600);
     let wrong_iss = token(Algorithm::HS256, &hs, "https://evil.example", "relay", 600);
@@ -218,7 +236,7 @@ fn statuses_headers_kafka_and_upstream(engine: &str) {
     // forwards credentials, and anonymous on an optional route.
     let hs_ok = token(Algorithm::HS256, &hs, iss, "relay", 600);
     let rs_ok = token(Algorithm::RS256, &rs, "anyone", "relay", 600);
-    let admitted: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
+    let admitted: Vec<Admitted> = vec![
         ("/v1/logs", vec![("X-API-Key", "ios-key")], Some("ios-app")),
         ("/v1/logs", vec![("Authorization", &hs_ok)], Some("ios-app")),
         ("/v1/logs", vec![("Authorization", &rs_ok)], Some("web")),
@@ -228,10 +246,19 @@ fn statuses_headers_kafka_and_upstream(engine: &str) {
     ];
     for (i, (path, headers, _)) in admitted.iter().enumerate() {
         let r = send(a, path, headers, &format!(r#"{{"n":{}}}"#, i + 1));
-        assert_eq!(r.status, 200, "{path} {headers:?}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{path} {headers:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
     // A bad credential on an optional route is still a 401.
-    assert_error(&send(a, "/v1/open", &[("X-API-Key", "bad")], "{}"), 401, "unauthorized");
+    assert_error(
+        &send(a, "/v1/open", &[("X-API-Key", "bad")], "{}"),
+        401,
+        "unauthorized",
+    );
 
     let got = up.requests();
     assert_eq!(got.len(), admitted.len());
@@ -239,7 +266,11 @@ fn statuses_headers_kafka_and_upstream(engine: &str) {
         let forwarded_key = rec.header("x-api-key");
         let forwarded_authz = rec.header("authorization");
         if *path == "/v1/web" {
-            assert_eq!(forwarded_key, Some("web-key"), "forward_credentials = true keeps it");
+            assert_eq!(
+                forwarded_key,
+                Some("web-key"),
+                "forward_credentials = true keeps it"
+            );
         } else {
             assert!(
                 forwarded_key.is_none() && forwarded_authz.is_none(),
@@ -251,11 +282,21 @@ fn statuses_headers_kafka_and_upstream(engine: &str) {
 
     // Kafka: one original per admitted request, with relay-consumer when one was identified;
     // none for the refused ones.
-    let records = read_topic(&broker.bootstrap(), TOPIC, admitted.len(), Duration::from_secs(60));
+    let records = read_topic(
+        &broker.bootstrap(),
+        TOPIC,
+        admitted.len(),
+        Duration::from_secs(60),
+    );
     assert_eq!(records.len(), admitted.len());
     let by_body: HashMap<Vec<u8>, Option<Vec<u8>>> = records
         .iter()
-        .map(|r| (r.payload.clone(), r.header("relay-consumer").map(<[u8]>::to_vec)))
+        .map(|r| {
+            (
+                r.payload.clone(),
+                r.header("relay-consumer").map(<[u8]>::to_vec),
+            )
+        })
         .collect();
     for (i, (_, _, consumer)) in admitted.iter().enumerate() {
         let body = format!(r#"{{"n":{}}}"#, i + 1).into_bytes();
@@ -281,14 +322,23 @@ fn limits_refuse_with_headers_and_survive_a_reload(engine: &str) {
     let broker = Mock::new();
     broker.create_topic(TOPIC);
     let up = StubUpstream::start(Behavior::default());
-    let relay = Relay::start(&config(engine, up.addr, &broker.bootstrap(), keys.path(), ""));
+    let relay = Relay::start(&config(
+        engine,
+        up.addr,
+        &broker.bootstrap(),
+        keys.path(),
+        "",
+    ));
     let a = relay.addr;
     let key = [("X-API-Key", "limited-key")];
 
     // Consumer rate 0.001/s with a burst of 2: two pass at once, the third is refused (a new
     // token takes 1000 s, so no clock reading in this test can see one).
     for i in 0..2 {
-        assert_eq!(send(a, "/v1/logs", &key, &format!(r#"{{"r":{i}}}"#)).status, 200);
+        assert_eq!(
+            send(a, "/v1/logs", &key, &format!(r#"{{"r":{i}}}"#)).status,
+            200
+        );
     }
     let r = send(a, "/v1/logs", &key, r#"{"r":"over"}"#);
     assert_error(&r, 429, "rate_limited");
@@ -296,11 +346,17 @@ fn limits_refuse_with_headers_and_survive_a_reload(engine: &str) {
     assert!((990..=1000).contains(&retry), "{retry}");
     assert_eq!(r.header("ratelimit-limit"), Some("2"));
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(r.header("ratelimit-reset"), Some(retry.to_string().as_str()));
+    assert_eq!(
+        r.header("ratelimit-reset"),
+        Some(retry.to_string().as_str())
+    );
 
     // Route quota 2 per day (no auth on the route).
     for i in 0..2 {
-        assert_eq!(send(a, "/v1/quota", &[], &format!(r#"{{"q":{i}}}"#)).status, 200);
+        assert_eq!(
+            send(a, "/v1/quota", &[], &format!(r#"{{"q":{i}}}"#)).status,
+            200
+        );
     }
     let r = send(a, "/v1/quota", &[], r#"{"q":"over"}"#);
     assert_error(&r, 429, "quota_exceeded");
@@ -323,22 +379,36 @@ fn limits_refuse_with_headers_and_survive_a_reload(engine: &str) {
         (relay.metric(r#"relay_config_reloads_total{result="success"}"#) >= 1.0).then_some(())
     })
     .expect("reloaded");
-    assert_error(&send(a, "/v1/logs", &key, r#"{"r":"after"}"#), 429, "rate_limited");
-    assert_error(&send(a, "/v1/quota", &[], r#"{"q":"after"}"#), 429, "quota_exceeded");
+    assert_error(
+        &send(a, "/v1/logs", &key, r#"{"r":"after"}"#),
+        429,
+        "rate_limited",
+    );
+    assert_error(
+        &send(a, "/v1/quota", &[], r#"{"q":"after"}"#),
+        429,
+        "quota_exceeded",
+    );
     // A raised burst applies at once, on the same counters: one more passes.
     let cfg = config(engine, up.addr, &broker.bootstrap(), keys.path(), "")
         .replace("rate = 0.001, burst = 2", "rate = 0.001, burst = 3");
     std::fs::write(&relay.config_path, cfg).unwrap();
     assert_eq!(relay.admin_post("/reload").0, 200);
     assert_eq!(send(a, "/v1/logs", &key, r#"{"r":2}"#).status, 200);
-    assert_error(&send(a, "/v1/logs", &key, r#"{"r":"over2"}"#), 429, "rate_limited");
+    assert_error(
+        &send(a, "/v1/logs", &key, r#"{"r":"over2"}"#),
+        429,
+        "rate_limited",
+    );
 
     // Nothing refused was forwarded or published: 2 + 2 + 1 forwarded, as many originals.
     assert_eq!(up.count(), 5);
     let records = read_topic(&broker.bootstrap(), TOPIC, 5, Duration::from_secs(60));
     assert_eq!(records.len(), 5);
-    assert!(records.iter().all(|r| !String::from_utf8_lossy(&r.payload).contains("over")
-        && !String::from_utf8_lossy(&r.payload).contains("after")));
+    assert!(records
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.payload).contains("over")
+            && !String::from_utf8_lossy(&r.payload).contains("after")));
     assert_eq!(
         relay.metric(r#"relay_consumer_requests_total{consumer="limited",outcome="rate_limited"}"#),
         3.0
