@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::admin::config::AdminConfig;
 pub use crate::admission::config::AdmissionConfig;
+pub use crate::auth::config::{AuthConfig, ConsumerConfig};
 pub use crate::kafka::config::{Delivery, KafkaConfig, KAFKA_RECORD_OVERHEAD};
 pub use crate::problems::{ConfigErrors, FieldError, Problems};
 pub use crate::route::config::{PathMatch, RouteConfig};
@@ -50,6 +51,12 @@ pub struct Config {
     /// Logging options.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where credentials are read (`api_key_header`, `realm`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Consumers (client applications) and their credentials and limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 impl Config {
@@ -99,6 +106,9 @@ impl Config {
         }
         if let Some(sp) = &mut self.spool {
             sp.resolve_paths(base);
+        }
+        for c in &mut self.consumers {
+            c.resolve_paths(base);
         }
         if let Some(a) = &mut self.admission {
             if let Some(o) = &mut a.object_path {
@@ -163,6 +173,7 @@ impl Config {
         if let Some(a) = &self.admission {
             a.validate("admission", p);
         }
+        crate::auth::config::validate(&self.auth, &self.consumers, p);
     }
 
     /// The files the configuration names, read as the build step will read them (CA files,
@@ -178,6 +189,7 @@ impl Config {
         for (name, policy) in &self.pii {
             crate::scrub::check_key_sources(policy, &format!("pii.{name}"), p);
         }
+        crate::auth::check_sources(&self.consumers, p);
     }
 
     /// What route `r` (at `f`) names must exist: its upstream, its PII policy, the `[kafka]`
@@ -197,6 +209,16 @@ impl Config {
                 p.push(
                     format!("{f}.pii"),
                     format!("no PII policy named {pii:?}; define [pii.{pii}] or fix the name"),
+                );
+            }
+        }
+        for (j, c) in r.consumers.iter().enumerate() {
+            if !self.consumers.iter().any(|k| &k.name == c) {
+                p.push(
+                    format!("{f}.consumers[{j}]"),
+                    format!(
+                        "no consumer named {c:?}; define it under [[consumers]] or fix the name"
+                    ),
                 );
             }
         }

@@ -316,7 +316,20 @@ pub struct Metrics {
     /// `io_uring` or `epoll`.
     pub io_engine: Mutex<String>,
     extras: Mutex<Vec<ExtraRenderer>>,
+    consumers: Mutex<BTreeMap<String, Arc<ConsumerMetrics>>>,
+    /// Rate and quota counters of consumers and routes (kept across reloads).
+    pub limits: crate::limit::LimitStore,
 }
+
+/// What happened to one consumer's requests at admission (label `consumer`: config names only).
+pub struct ConsumerMetrics {
+    /// By outcome, in the order of [`CONSUMER_OUTCOMES`].
+    pub outcomes: [Counter; 4],
+}
+
+/// The `outcome` label of `relay_consumer_requests_total`.
+pub const CONSUMER_OUTCOMES: [&str; 4] =
+    ["admitted", "forbidden", "rate_limited", "quota_exceeded"];
 
 impl Metrics {
     /// An empty registry for `workers` workers.
@@ -336,6 +349,8 @@ impl Metrics {
             config_hash: Mutex::new(String::new()),
             io_engine: Mutex::new(String::new()),
             extras: Mutex::new(Vec::new()),
+            consumers: Mutex::new(BTreeMap::new()),
+            limits: crate::limit::LimitStore::default(),
         })
     }
 
@@ -357,6 +372,18 @@ impl Metrics {
         let mut m = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_string())
             .or_insert_with(|| Arc::new(UpstreamMetrics::new(self.workers)))
+            .clone()
+    }
+
+    /// The admission counters of consumer `name` (kept across reloads).
+    pub fn consumer(&self, name: &str) -> Arc<ConsumerMetrics> {
+        let mut m = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(ConsumerMetrics {
+                    outcomes: std::array::from_fn(|_| Counter::new(self.workers)),
+                })
+            })
             .clone()
     }
 
@@ -572,6 +599,25 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let _ = writeln!(out, "relay_config_info{{hash=\"{}\"}} 1", esc(&hash));
+        let consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        if !consumers.is_empty() {
+            family(
+                out,
+                "relay_consumer_requests_total",
+                "counter",
+                "Requests of each configured consumer at admission, by outcome.",
+            );
+            for (name, m) in consumers.iter() {
+                for (o, c) in CONSUMER_OUTCOMES.iter().zip(&m.outcomes) {
+                    let _ = writeln!(
+                        out,
+                        "relay_consumer_requests_total{{consumer=\"{}\",outcome=\"{o}\"}} {}",
+                        esc(name),
+                        c.sum()
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct OriginalRecord {
     pub content_type: Option<String>,
     /// The pseudonymisation key id in use (header `relay-key-id`), when the route scrubs.
     pub key_id: Option<String>,
+    /// The consumer that sent the request (header `relay-consumer`), when the route has `auth`.
+    pub consumer: Option<Arc<str>>,
 }
 
 impl OriginalRecord {

@@ -369,6 +369,12 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
             value: Some(k.as_bytes()),
         });
     }
+    if let Some(c) = &rec.consumer {
+        headers = headers.insert(Header {
+            key: "relay-consumer",
+            value: Some(c.as_bytes()),
+        });
+    }
     let promise = done.promise();
     let mut record = BaseRecord::with_opaque_to(
         &rec.topic,
