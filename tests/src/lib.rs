@@ -383,6 +383,28 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Response {
     Client::connect(addr).post(path, body)
 }
 
+/// POSTs `body` to `path` on new connections until relay answers 503, within `limit`; every
+/// answer before it must be 200. Returns the 200s counted and the 503. Panics at `limit`.
+pub fn post_until_refused(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    limit: Duration,
+) -> (usize, Response) {
+    let mut oks = 0;
+    let refused = wait_for(limit, || {
+        let r = post(addr, path, body);
+        if r.status == 503 {
+            return Some(r);
+        }
+        assert_eq!(r.status, 200, "before the route refuses, only 200s");
+        oks += 1;
+        None
+    })
+    .expect("the route to refuse with 503");
+    (oks, refused)
+}
+
 /// One request as the stub upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {

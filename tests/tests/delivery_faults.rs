@@ -213,20 +213,8 @@ fn unauthorised_topic_never_a_2xx_with_a_lost_original() {
     ));
     let first = relay_e2e::post(relay.addr, "/v1/logs", b"{\"n\":1}");
     assert_eq!(first.status, 200);
-    let mut oks = 1;
-    let mut refused = None;
-    broker::wait_for("the route to refuse", LONG, || {
-        let r = relay_e2e::post(relay.addr, "/v1/logs", b"{\"n\":2}");
-        if r.status == 503 {
-            refused = Some(r);
-            true
-        } else {
-            assert_eq!(r.status, 200);
-            oks += 1;
-            false
-        }
-    });
-    let r = refused.unwrap();
+    let (more, r) = relay_e2e::post_until_refused(relay.addr, "/v1/logs", b"{\"n\":2}", LONG);
+    let oks = 1 + more;
     assert_eq!(r.json()["error"], "kafka_unavailable", "{:?}", r.json());
     assert!(r.header("retry-after").is_some());
     let forwarded = up.count();
