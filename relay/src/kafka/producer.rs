@@ -325,7 +325,13 @@ pub(crate) fn run(
                 std::thread::park_timeout(inflight_poll);
             }
             sleeper.state.store(AWAKE, SeqCst);
-            inflight_poll = (inflight_poll * 2).min(INFLIGHT_POLL.1);
+            // A request waits on an `ack` record's report: keep the shortest nap so its
+            // answer is not held up to `INFLIGHT_POLL.1`; otherwise back off.
+            inflight_poll = if shared.stats.outstanding(Promise::Ack) > 0 {
+                INFLIGHT_POLL.0
+            } else {
+                (inflight_poll * 2).min(INFLIGHT_POLL.1)
+            };
             continue;
         }
         inflight_poll = INFLIGHT_POLL.0;

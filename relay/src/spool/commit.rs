@@ -134,6 +134,11 @@ impl Committer {
             {
                 self.commit();
             }
+            // Once per batch of messages: the acknowledgements since the last loop move each
+            // segment's mark file once, not once per record.
+            if let Err(e) = self.store.flush_marks() {
+                tracing::warn!(worker = self.me, error = %e, "cannot persist the spool acknowledgement mark");
+            }
             if stop {
                 self.publish_gauges();
                 return;

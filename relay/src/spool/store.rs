@@ -35,6 +35,8 @@ struct Seg {
     bytes: u64,
     /// No more appends (not the active segment).
     sealed: bool,
+    /// `mark` moved since its file was last written ([`Store::flush_marks`]).
+    mark_dirty: bool,
 }
 
 impl Seg {
@@ -138,6 +140,7 @@ impl Store {
                     mark,
                     bytes,
                     sealed: true,
+                    mark_dirty: false,
                 },
             );
         }
@@ -220,14 +223,15 @@ impl Store {
                 mark: 0,
                 bytes: 0,
                 sealed: false,
+                mark_dirty: false,
             },
         );
         self.active = Some(a);
         Ok(())
     }
 
-    /// Records that Kafka acknowledged the record at `pos`: advances its segment's mark
-    /// (persisted) and deletes the segment once it is sealed and fully acknowledged. An
+    /// Records that Kafka acknowledged the record at `pos`: advances its segment's mark (in
+    /// memory; [`Store::flush_marks`] persists it) and deletes the segment once it is sealed and fully acknowledged. An
     /// unknown or repeated position is ignored.
     pub fn ack(&mut self, pos: Pos) -> io::Result<()> {
         let Some(seg) = self.segs.get_mut(&pos.seg) else {
@@ -246,14 +250,21 @@ impl Store {
             seg.mark += 1;
         }
         if seg.mark != before {
-            let end = seg.end();
-            let off = seg.mark_offset(end);
-            let sealed = seg.sealed;
-            let done = seg.mark == seg.records.len();
-            if !(sealed && done) {
-                segment::write_ack_mark(&self.dir, pos.seg, off)?;
-            }
+            seg.mark_dirty = true;
             self.collect(pos.seg)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the mark file of every segment whose mark moved since the last call: one small
+    /// write per segment however many acknowledgements came in between (the sync thread
+    /// calls it once per batch of messages, not once per record). A mark not yet written when
+    /// relay dies only means those records are delivered again (at least once).
+    pub fn flush_marks(&mut self) -> io::Result<()> {
+        for (seq, seg) in self.segs.iter_mut().filter(|(_, s)| s.mark_dirty) {
+            seg.mark_dirty = false;
+            let off = seg.mark_offset(seg.end());
+            segment::write_ack_mark(&self.dir, *seq, off)?;
         }
         Ok(())
     }

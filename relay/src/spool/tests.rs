@@ -109,6 +109,9 @@ proptest! {
                             .open(segment::seg_path(store.dir(), pos[0].seg)).unwrap();
                         f.set_len(cut).unwrap();
                     }
+                    if matches!(op, Op::Reopen) {
+                        store.flush_marks().unwrap();
+                    }
                     drop(store);
                     let (s, report) = open(tmp.path(), seg_bytes);
                     store = s;
@@ -199,6 +202,7 @@ fn acknowledged_marks_survive_a_reopen() {
     let (pos, _) = append(&mut store, &[1, 2, 3, 4]);
     store.ack(pos[0]).unwrap();
     store.ack(pos[2]).unwrap(); // beyond the mark: replayed again (at least once)
+    store.flush_marks().unwrap();
     drop(store);
     let (store, report) = open(tmp.path(), 1 << 20);
     assert_eq!(report.unacked, 3);

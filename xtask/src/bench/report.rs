@@ -236,6 +236,11 @@ pub(super) fn ratios(scs: &[Scenario], p99_ms: f64) -> BTreeMap<String, Option<f
             "full-1w",
         ),
         ("full work ack/memory (1 worker)", "full-ack-1w", "full-1w"),
+        (
+            "full work with API key + limits/without (1 worker)",
+            "full-auth-1w",
+            "full-1w",
+        ),
         ("relay io_uring 1 worker/direct", "uring-1w", "direct"),
     ] {
         m.insert(

@@ -45,6 +45,7 @@ pub(super) const ALL: &[&str] = &[
     "uring-2w",
     "scrub-1w",
     "full-1w",
+    "full-auth-1w",
     "nginx",
     "haproxy-http",
     "haproxy-tcp",
@@ -84,6 +85,11 @@ pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
         },
         "full-1w" => ScenarioSpec {
             what: "relay full work (Kafka + PII scrubbing), io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Full)),
+            reference: None,
+        },
+        "full-auth-1w" => ScenarioSpec {
+            what: "relay full work + an API-key consumer (route auth required) with a rate limit and a quota that never trip, io_uring, 1 worker",
             relay: Some(("io_uring", 1, Work::Full)),
             reference: None,
         },
@@ -190,6 +196,29 @@ fn with_delivery(scenario: &str, out: &Path, config: String) -> String {
         c.push_str(&format!("\n[spool]\ndir = \"{}\"\n", dir.display()));
     }
     c
+}
+
+/// The API key the load generator sends in `full-auth-1w` (a lab value, not a secret).
+pub(super) const LAB_API_KEY: &str = "relay-lab-key";
+/// Its SHA-256, as `[[consumers]] api_key_sha256` stores it.
+const LAB_API_KEY_SHA256: &str = "c0f13d8ee5fb8e80192b8f7aa18f575de5e7c442f1d3dd8f15dd013cdc8ecf48";
+
+/// The `full-auth-1w` configuration: one consumer with the lab's API key, a per-consumer rate
+/// limit and quota far above any lab rate (so both are evaluated on every request and never
+/// refuse), and the route requiring authentication.
+fn with_auth(config: String) -> String {
+    let c = config.replacen(
+        "upstream = \"tracking\"\n",
+        "upstream = \"tracking\"\nauth = \"required\"\n",
+        1,
+    );
+    c.replacen(
+        "\n[[routes]]",
+        &format!(
+            "\n[[consumers]]\nname = \"lab\"\napi_key_sha256 = [\"{LAB_API_KEY_SHA256}\"]\nlimits = {{ rate = 1000000.0, burst = 100000, quota = 4000000000, window = \"day\" }}\n\n[[routes]]"
+        ),
+        1,
+    )
 }
 
 /// The `dead-node-1w` configuration: a second node where nothing listens (a port bound and
@@ -306,11 +335,16 @@ pub(super) fn run_scenario(
                     broker = Some(b);
                     sc.pinning
                         .push_str("; tansu broker (in memory): with the lab");
-                    with_delivery(
+                    let c = with_delivery(
                         name,
                         out,
                         relay_config(engine, workers, &upstream, true, Some(&addr)),
-                    )
+                    );
+                    if name == "full-auth-1w" {
+                        with_auth(c)
+                    } else {
+                        c
+                    }
                 }
                 Err(why) => {
                     eprintln!("xtask bench: {name}: {why}");
@@ -562,6 +596,9 @@ pub(super) fn step(
         .args(["--warmup", &format!("{}s", args.warmup_secs)])
         .args(["--body-size", &args.body_size.to_string()])
         .args(["--json", json.to_str().unwrap()]);
+    if name == "full-auth-1w" {
+        cmd.args(["--header", &format!("X-API-Key: {LAB_API_KEY}")]);
+    }
     if let Some(r) = rate {
         cmd.args(["--rate", &r.to_string()]);
     }
@@ -681,5 +718,21 @@ mod dead_node_tests {
         let outlier = c.find("[upstreams.outlier]").unwrap();
         let routes = c.find("[[routes]]").unwrap();
         assert!(outlier < routes && c.contains("[upstreams.health]"), "{c}");
+    }
+
+    #[test]
+    fn the_auth_scenario_adds_a_consumer_and_requires_auth_on_the_route() {
+        let c = with_auth(relay_config(
+            "io_uring",
+            1,
+            "127.0.0.1:9000",
+            true,
+            Some("127.0.0.1:9092"),
+        ));
+        let consumer = c.find("[[consumers]]").unwrap();
+        let routes = c.find("[[routes]]").unwrap();
+        assert!(consumer < routes, "{c}");
+        assert!(c[routes..].contains("auth = \"required\""), "{c}");
+        assert!(c.contains(LAB_API_KEY_SHA256), "{c}");
     }
 }

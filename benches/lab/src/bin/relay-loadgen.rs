@@ -85,6 +85,9 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Extra request header `Name: value` on every request (repeatable), e.g. an API key.
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 /// Latency percentiles in microseconds.
@@ -219,6 +222,15 @@ fn main() -> Result<()> {
     if args.connections == 0 || args.pool == 0 || args.rate == Some(0) {
         bail!("--connections, --pool and --rate must be > 0");
     }
+    let mut extra = String::new();
+    for h in &args.headers {
+        match h.split_once(':') {
+            Some((n, v)) if !n.trim().is_empty() && !h.contains(['\r', '\n']) => {
+                extra.push_str(&format!("{}: {}\r\n", n.trim(), v.trim()));
+            }
+            _ => bail!("--header {h:?}: expected `Name: value` on one line"),
+        }
+    }
     let mut gen = EventGen::new(args.seed);
     let mut pool = Vec::with_capacity(args.pool);
     let mut pii = String::new();
@@ -226,7 +238,7 @@ fn main() -> Result<()> {
         let b = gen.body(args.body_size, args.batch);
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: relay-loadgen/0.1\r\n\
-             Content-Type: {ct}\r\nContent-Length: {len}\r\nX-Request-Id: lg-{seed}-{i}\r\n\r\n",
+             Content-Type: {ct}\r\nContent-Length: {len}\r\nX-Request-Id: lg-{seed}-{i}\r\n{extra}\r\n",
             host = if target.is_empty() {
                 "localhost"
             } else {
