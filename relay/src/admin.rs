@@ -92,6 +92,8 @@ pub struct AdminHooks {
     pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// Reloads the config: `Ok(summary)` or the errors.
     pub reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    /// The upstreams' live state (nodes, health, ejections, circuits) as JSON.
+    pub upstreams: Box<dyn Fn() -> String + Send + Sync>,
     /// Forces the admission shed level (None = automatic).
     pub shed: Box<dyn Fn(Option<u8>) -> Result<String, String> + Send + Sync>,
 }
@@ -168,6 +170,10 @@ fn serve(mut conn: TcpStream, hooks: &AdminHooks, policy: &AdminPolicy) -> std::
         ("GET", "/metrics") => {
             let text = (hooks.metrics)();
             respond(&mut conn, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes())
+        }
+        ("GET", "/upstreams") => {
+            let body = (hooks.upstreams)();
+            respond(&mut conn, 200, "application/json", body.as_bytes())
         }
         ("GET", "/healthz") => respond(&mut conn, 200, "application/json", br#"{"status":"alive"}"#),
         ("GET", "/readyz") => match (hooks.ready)() {

@@ -190,6 +190,7 @@ impl App {
         let spool_stats = self.spool.as_ref().map(|s| s.stats());
         let alive = self.workers_alive();
         let (m, m2, hub) = (self.metrics.clone(), self.metrics.clone(), self.hub.clone());
+        let hub2 = self.hub.clone();
         let shed_admission = self.admission.clone();
         let hooks = AdminHooks {
             metrics: Box::new(move || m.render()),
@@ -209,6 +210,12 @@ impl App {
                 kafka_ready().map_err(|e| format!("the Kafka path cannot accept: {e}"))
             }),
             reload: Box::new(move || reload(&hub, &m2)),
+            upstreams: Box::new(move || {
+                let snap = hub2.current();
+                let list: Vec<serde_json::Value> =
+                    snap.upstreams.iter().map(|u| u.status_json()).collect();
+                serde_json::json!({ "upstreams": list }).to_string()
+            }),
             shed: Box::new(move |level| {
                 shed_admission.set_shed_override(level);
                 Ok(format!("shed level {level:?} ({})", shed_admission.mode()))

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::admin::config::AdminConfig;
 pub use crate::admission::config::AdmissionConfig;
+pub use crate::auth::config::{AuthConfig, ConsumerConfig};
 pub use crate::kafka::config::{Delivery, KafkaConfig, KAFKA_RECORD_OVERHEAD};
 pub use crate::problems::{ConfigErrors, FieldError, Problems};
 pub use crate::route::config::{PathMatch, RouteConfig};
@@ -50,6 +51,12 @@ pub struct Config {
     /// Logging options.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where credentials are read (`api_key_header`, `realm`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Consumers (client applications) and their credentials and limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 impl Config {
@@ -70,7 +77,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigErrors {
             file: path.to_path_buf(),
-            errors: vec![toml_error(&e)],
+            errors: vec![toml_error(&e, text)],
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         cfg.resolve_paths(&base);
@@ -99,6 +106,9 @@ impl Config {
         }
         if let Some(sp) = &mut self.spool {
             sp.resolve_paths(base);
+        }
+        for c in &mut self.consumers {
+            c.resolve_paths(base);
         }
         if let Some(a) = &mut self.admission {
             if let Some(o) = &mut a.object_path {
@@ -163,6 +173,7 @@ impl Config {
         if let Some(a) = &self.admission {
             a.validate("admission", p);
         }
+        crate::auth::config::validate(&self.auth, &self.consumers, p);
     }
 
     /// The files the configuration names, read as the build step will read them (CA files,
@@ -178,6 +189,7 @@ impl Config {
         for (name, policy) in &self.pii {
             crate::scrub::check_key_sources(policy, &format!("pii.{name}"), p);
         }
+        crate::auth::check_sources(&self.consumers, p);
     }
 
     /// What route `r` (at `f`) names must exist: its upstream, its PII policy, the `[kafka]`
@@ -197,6 +209,16 @@ impl Config {
                 p.push(
                     format!("{f}.pii"),
                     format!("no PII policy named {pii:?}; define [pii.{pii}] or fix the name"),
+                );
+            }
+        }
+        for (j, c) in r.consumers.iter().enumerate() {
+            if !self.consumers.iter().any(|k| &k.name == c) {
+                p.push(
+                    format!("{f}.consumers[{j}]"),
+                    format!(
+                        "no consumer named {c:?}; define it under [[consumers]] or fix the name"
+                    ),
                 );
             }
         }
@@ -255,12 +277,20 @@ impl Config {
     }
 }
 
-fn toml_error(e: &toml::de::Error) -> FieldError {
-    // toml's message already says the line, column and what was expected; keep it whole.
+fn toml_error(e: &toml::de::Error, text: &str) -> FieldError {
+    // toml's message says what was expected; the span says where: name the line and show it
+    // (it holds the key), e.g. `line 12: retry_on = ["504"]`.
     let msg = e.message().to_string();
     let field = e
         .span()
-        .map(|s| format!("(at byte {}..{})", s.start, s.end))
+        .map(|s| {
+            let start = s.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            let line = text.get(line_start..line_end).unwrap_or("").trim();
+            format!("line {line_no}: {line}")
+        })
         .unwrap_or_else(|| "(file)".into());
     FieldError {
         field,
@@ -306,6 +336,82 @@ upstream = "tracking"
     }
 
     #[test]
+    fn upstream_resilience_defaults_and_bad_values_name_the_field() {
+        use crate::upstream::{Lb, RetryOn};
+        let c = Config::from_toml(EXAMPLE, Path::new("relay.toml")).unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.lb, Lb::RoundRobin);
+        assert_eq!(
+            u.retry_on,
+            vec![RetryOn::Connect, RetryOn::ResetBeforeWrite]
+        );
+        assert_eq!((u.retry_budget_percent, u.dns_refresh_ms), (20, 30_000));
+        assert!(u.health.is_none() && u.outlier.is_none() && u.breaker.is_none());
+
+        let ok = EXAMPLE.replace(
+            "nodes = [\"127.0.0.1:9000\"]",
+            "nodes = [\"127.0.0.1:9000\"]\nlb = \"least_request\"\nretry_on = [\"connect\", \"502\"]\n[upstreams.health]\n",
+        );
+        let c = Config::from_toml(&ok, Path::new("relay.toml")).unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.lb, Lb::LeastRequest);
+        assert_eq!(u.retry_on, vec![RetryOn::Connect, RetryOn::Status502]);
+        let h = u.health.as_ref().unwrap();
+        assert_eq!(
+            (h.path.as_str(), h.interval_ms, h.timeout_ms),
+            ("/health", 5000, 1000)
+        );
+        assert_eq!((h.healthy_after, h.unhealthy_after), (2, 3));
+        assert_eq!(h.expect_status, vec![200]);
+
+        for (extra, field) in [
+            (
+                "retry_budget_percent = 101",
+                "upstreams[0].retry_budget_percent",
+            ),
+            (
+                "retry_budget_window_ms = 0",
+                "upstreams[0].retry_budget_window_ms",
+            ),
+            ("dns_refresh_ms = 5", "upstreams[0].dns_refresh_ms"),
+            (
+                "[upstreams.health]\ntimeout_ms = 6000",
+                "upstreams[0].health.timeout_ms",
+            ),
+            (
+                "[upstreams.health]\nunhealthy_after = 0",
+                "upstreams[0].health.unhealthy_after",
+            ),
+            (
+                "[upstreams.health]\nexpect_status = [99]",
+                "upstreams[0].health.expect_status[0]",
+            ),
+            (
+                "[upstreams.outlier]\nmax_ejection_ms = 1",
+                "upstreams[0].outlier.max_ejection_ms",
+            ),
+            (
+                "[upstreams.breaker]\nmin_requests = 0",
+                "upstreams[0].breaker.min_requests",
+            ),
+        ] {
+            let bad = EXAMPLE.replace(
+                "nodes = [\"127.0.0.1:9000\"]",
+                &format!("nodes = [\"127.0.0.1:9000\"]\n{extra}"),
+            );
+            let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+            assert!(e.errors.iter().any(|f| f.field == field), "{extra}: {e}");
+        }
+        let bad = EXAMPLE.replace(
+            "nodes = [\"127.0.0.1:9000\"]",
+            "nodes = [\"127.0.0.1:9000\"]\nretry_on = [\"504\"]",
+        );
+        let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("retry_on = [\"504\"]"), "{e}");
+        assert!(e.to_string().contains("reset_after_write"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_and_bad_references_name_the_field() {
         let bad = EXAMPLE.replace("upstream = \"tracking\"", "upstream = \"nope\"");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
@@ -319,6 +425,26 @@ upstream = "tracking"
         let bad = EXAMPLE.replace("workers = \"auto\"", "workers = 0");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn the_keepalive_read_window_must_fit_the_idle_timeout() {
+        let c = Config::from_toml(EXAMPLE, Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.keepalive_read_window_ms, 20);
+        let set = |w: u64, idle: u64| {
+            EXAMPLE.replace(
+                "workers = \"auto\"",
+                &format!(
+                    "workers = \"auto\"\nkeepalive_read_window_ms = {w}\nidle_timeout_ms = {idle}"
+                ),
+            )
+        };
+        for ok in [set(0, 1), set(19, 20)] {
+            Config::from_toml(&ok, Path::new("x.toml")).unwrap();
+        }
+        let e = Config::from_toml(&set(20, 20), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.errors[0].field, "server.keepalive_read_window_ms", "{e}");
+        assert!(e.errors[0].message.contains("idle_timeout_ms"), "{e}");
     }
 
     fn with_kafka(route_extra: &str, tail: &str) -> String {

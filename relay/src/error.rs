@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use relay_http::HttpError;
 
+use crate::admit::AdmitError;
 use crate::reason::Reason;
 use crate::scrub::ScrubError;
 use crate::upstream::UpstreamError;
@@ -89,6 +90,9 @@ pub enum RequestError {
     /// The upstream exchange failed (unreachable, reset, timeout, bad response, busy, TLS).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The admit phase refused the request (401, 403, 429).
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
     /// relay failed while handling the request (a bug: counted in `relay_panics_total`).
     #[error("relay failed while handling this request; it was not forwarded, retry it")]
     Internal,
@@ -111,6 +115,10 @@ impl RequestError {
             SpoolFull { .. } => (503, Reason::SpoolFull),
             SpoolUnavailable { .. } => (503, Reason::SpoolUnavailable),
             Upstream(e) => upstream_status_and_reason(e),
+            Admit(e) => {
+                let (status, code) = e.status_and_code();
+                (status, Reason::from_code(code))
+            }
             Internal => (500, Reason::InternalError),
         }
     }
@@ -138,16 +146,27 @@ impl RequestError {
         }
     }
 
-    /// `Retry-After` seconds, for 503s.
+    /// Headers the error response carries besides `Retry-After` (`WWW-Authenticate`,
+    /// `RateLimit-*`).
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RequestError::Admit(e) => e.headers(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `Retry-After` seconds, for 503s and 429s.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             RequestError::KafkaBackpressure { retry_after_s }
             | RequestError::KafkaUnavailable { retry_after_s, .. }
             | RequestError::SpoolFull { retry_after_s }
             | RequestError::SpoolUnavailable { retry_after_s, .. }
-            | RequestError::Upstream(UpstreamError::Busy { retry_after_s, .. }) => {
+            | RequestError::Upstream(UpstreamError::Busy { retry_after_s, .. })
+            | RequestError::Upstream(UpstreamError::Unavailable { retry_after_s, .. }) => {
                 Some(*retry_after_s)
             }
+            RequestError::Admit(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -170,6 +189,7 @@ fn upstream_status_and_reason(e: &UpstreamError) -> (u16, Reason) {
         UpstreamError::BadResponse { .. } => (502, Reason::UpstreamBadResponse),
         UpstreamError::Tls { .. } => (502, Reason::UpstreamTls),
         UpstreamError::Busy { .. } => (503, Reason::UpstreamBusy),
+        UpstreamError::Unavailable { .. } => (503, Reason::UpstreamUnavailable),
     }
 }
 

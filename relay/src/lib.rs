@@ -6,13 +6,16 @@
 
 pub mod admin;
 pub mod admission;
+pub mod admit;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod cpu_quota;
 pub mod delivery;
 pub mod doctor;
 pub mod error;
 pub mod kafka;
+pub mod limit;
 pub mod metrics;
 pub mod problems;
 pub mod proxy;

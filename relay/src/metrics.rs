@@ -65,6 +65,11 @@ impl Gauge {
     pub fn add(&self, w: usize, d: i64) {
         self.0[w % self.0.len()].fetch_add(d, Relaxed);
     }
+    /// Sets worker `w`'s slot to `v`.
+    #[inline]
+    pub fn set(&self, w: usize, v: i64) {
+        self.0[w % self.0.len()].store(v, Relaxed);
+    }
     /// Each worker's value (negative transients read as 0).
     pub fn per_worker(&self) -> Vec<u64> {
         self.0
@@ -192,6 +197,28 @@ impl RouteMetrics {
     }
 }
 
+/// The live state of one upstream node, written by the upstream client and read at scrape
+/// (and by the admin `/upstreams` view).
+pub struct NodeStatus {
+    /// `host:port` as configured.
+    pub label: String,
+    /// 1 while active health checks judge the node healthy (always 1 without checks).
+    pub healthy: AtomicI64,
+    /// Per worker: 1 while that worker's outlier detection has the node ejected.
+    pub ejected: Gauge,
+}
+
+impl NodeStatus {
+    /// A healthy, not ejected node.
+    pub fn new(label: String, workers: usize) -> NodeStatus {
+        NodeStatus {
+            label,
+            healthy: AtomicI64::new(1),
+            ejected: Gauge::new(workers),
+        }
+    }
+}
+
 /// Per-upstream metrics.
 pub struct UpstreamMetrics {
     /// Connections open (pooled + in use).
@@ -200,8 +227,26 @@ pub struct UpstreamMetrics {
     pub reused: Counter,
     /// Connections created.
     pub created: Counter,
-    /// Retries on a fresh connection after a stale pooled one failed.
+    /// Retries granted by the retry policy and budget.
     pub retries: Counter,
+    /// Retries the policy allowed but the retry budget refused.
+    pub budget_exhausted: Counter,
+    /// Pooled connections found closed by the upstream before reuse (closed, never used).
+    pub stale: Counter,
+    /// Passive outlier ejections of a node (by any worker).
+    pub ejections: Counter,
+    /// Times a worker's circuit breaker opened.
+    pub circuit_opened: Counter,
+    /// Requests answered 503 `upstream_unavailable` by an open circuit.
+    pub circuit_rejected: Counter,
+    /// Per worker: 1 while its circuit is open or half-open, else 0.
+    pub circuit_open: Gauge,
+    /// Active health probes sent, and those that failed.
+    pub probes: Counter,
+    /// Active health probes that failed.
+    pub probe_failures: Counter,
+    /// The nodes' live state (replaced when the upstream is rebuilt).
+    pub nodes: Mutex<Vec<Arc<NodeStatus>>>,
     errors_502: Counter,
     errors_504: Counter,
     /// Time from sending the request to the whole response read.
@@ -209,12 +254,25 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
+    /// The registry's worker count (slots per counter).
+    pub fn workers(&self) -> usize {
+        self.open.0.len()
+    }
     fn new(workers: usize) -> Self {
         UpstreamMetrics {
             open: Gauge::new(workers),
             reused: Counter::new(workers),
             created: Counter::new(workers),
             retries: Counter::new(workers),
+            budget_exhausted: Counter::new(workers),
+            stale: Counter::new(workers),
+            ejections: Counter::new(workers),
+            circuit_opened: Counter::new(workers),
+            circuit_rejected: Counter::new(workers),
+            circuit_open: Gauge::new(workers),
+            probes: Counter::new(workers),
+            probe_failures: Counter::new(workers),
+            nodes: Mutex::new(Vec::new()),
             errors_502: Counter::new(workers),
             errors_504: Counter::new(workers),
             duration: Histogram::new(workers),
@@ -258,7 +316,20 @@ pub struct Metrics {
     /// `io_uring` or `epoll`.
     pub io_engine: Mutex<String>,
     extras: Mutex<Vec<ExtraRenderer>>,
+    consumers: Mutex<BTreeMap<String, Arc<ConsumerMetrics>>>,
+    /// Rate and quota counters of consumers and routes (kept across reloads).
+    pub limits: crate::limit::LimitStore,
 }
+
+/// What happened to one consumer's requests at admission (label `consumer`: config names only).
+pub struct ConsumerMetrics {
+    /// By outcome, in the order of [`CONSUMER_OUTCOMES`].
+    pub outcomes: [Counter; 4],
+}
+
+/// The `outcome` label of `relay_consumer_requests_total`.
+pub const CONSUMER_OUTCOMES: [&str; 4] =
+    ["admitted", "forbidden", "rate_limited", "quota_exceeded"];
 
 impl Metrics {
     /// An empty registry for `workers` workers.
@@ -278,6 +349,8 @@ impl Metrics {
             config_hash: Mutex::new(String::new()),
             io_engine: Mutex::new(String::new()),
             extras: Mutex::new(Vec::new()),
+            consumers: Mutex::new(BTreeMap::new()),
+            limits: crate::limit::LimitStore::default(),
         })
     }
 
@@ -299,6 +372,18 @@ impl Metrics {
         let mut m = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_string())
             .or_insert_with(|| Arc::new(UpstreamMetrics::new(self.workers)))
+            .clone()
+    }
+
+    /// The admission counters of consumer `name` (kept across reloads).
+    pub fn consumer(&self, name: &str) -> Arc<ConsumerMetrics> {
+        let mut m = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(ConsumerMetrics {
+                    outcomes: std::array::from_fn(|_| Counter::new(self.workers)),
+                })
+            })
             .clone()
     }
 
@@ -435,6 +520,38 @@ impl Metrics {
             histogram(out, "relay_upstream_duration_seconds", &labels, &u.duration);
         }
         per_name(out, "upstream", &ups, UPSTREAM_FAMILIES);
+        let nodes: Vec<(String, Vec<Arc<NodeStatus>>)> = ups
+            .iter()
+            .map(|(n, u)| {
+                let list = u.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                (n.clone(), list)
+            })
+            .collect();
+        for (fam, help, get) in [
+            (
+                "relay_upstream_node_healthy",
+                "1 while active health checks judge the node healthy.",
+                (|s: &NodeStatus| s.healthy.load(Relaxed).max(0)) as fn(&NodeStatus) -> i64,
+            ),
+            (
+                "relay_upstream_node_ejected_workers",
+                "Workers whose outlier detection has the node ejected.",
+                |s: &NodeStatus| s.ejected.sum().max(0),
+            ),
+        ] {
+            family(out, fam, "gauge", help);
+            for (name, list) in &nodes {
+                for s in list {
+                    let _ = writeln!(
+                        out,
+                        "{fam}{{upstream=\"{}\",node=\"{}\"}} {}",
+                        esc(name),
+                        esc(&s.label),
+                        get(s)
+                    );
+                }
+            }
+        }
         family(
             out,
             "relay_upstream_errors_total",
@@ -482,6 +599,25 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let _ = writeln!(out, "relay_config_info{{hash=\"{}\"}} 1", esc(&hash));
+        let consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        if !consumers.is_empty() {
+            family(
+                out,
+                "relay_consumer_requests_total",
+                "counter",
+                "Requests of each configured consumer at admission, by outcome.",
+            );
+            for (name, m) in consumers.iter() {
+                for (o, c) in CONSUMER_OUTCOMES.iter().zip(&m.outcomes) {
+                    let _ = writeln!(
+                        out,
+                        "relay_consumer_requests_total{{consumer=\"{}\",outcome=\"{o}\"}} {}",
+                        esc(name),
+                        c.sum()
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -533,8 +669,56 @@ const UPSTREAM_FAMILIES: &[PerName<UpstreamMetrics>] = &[
     (
         "relay_upstream_retries_total",
         "counter",
-        "Retries after a stale pooled connection failed.",
+        "Retries granted by the retry policy and budget (each to another node when there is one).",
         |u| u.retries.sum(),
+    ),
+    (
+        "relay_upstream_retry_budget_exhausted_total",
+        "counter",
+        "Retries the retry policy allowed but the retry budget refused.",
+        |u| u.budget_exhausted.sum(),
+    ),
+    (
+        "relay_upstream_connections_stale_total",
+        "counter",
+        "Pooled connections found closed by the upstream before reuse (never written to).",
+        |u| u.stale.sum(),
+    ),
+    (
+        "relay_upstream_ejections_total",
+        "counter",
+        "Passive outlier ejections of a node, by upstream.",
+        |u| u.ejections.sum(),
+    ),
+    (
+        "relay_upstream_circuit_opened_total",
+        "counter",
+        "Times a worker's circuit breaker opened, by upstream.",
+        |u| u.circuit_opened.sum(),
+    ),
+    (
+        "relay_upstream_circuit_rejected_total",
+        "counter",
+        "Requests answered 503 upstream_unavailable by an open circuit.",
+        |u| u.circuit_rejected.sum(),
+    ),
+    (
+        "relay_upstream_circuit_open_workers",
+        "gauge",
+        "Workers whose circuit breaker for the upstream is open or half-open.",
+        |u| u.circuit_open.sum().max(0) as u64,
+    ),
+    (
+        "relay_upstream_health_probes_total",
+        "counter",
+        "Active health probes sent.",
+        |u| u.probes.sum(),
+    ),
+    (
+        "relay_upstream_health_probe_failures_total",
+        "counter",
+        "Active health probes that failed.",
+        |u| u.probe_failures.sum(),
     ),
 ];
 

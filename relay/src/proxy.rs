@@ -1,6 +1,8 @@
 //! The phases of one framed request, in order, over one [`RequestCtx`]:
 //!
 //! 1. [`route`]: find the route (404 / 405);
+//! 2. [`admit`]: the consumer's credentials and the consumer's and route's limits (401 /
+//!    403 / 429); nothing is published or forwarded for a refused request;
 //! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
 //!    scrubbed (503 `kafka_backpressure` when the path is full);
 //! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
@@ -19,6 +21,7 @@ use relay_http::encode::finish_response_head;
 use relay_http::fields::{connection_tokens, is_hop_by_hop};
 use relay_http::{RequestHead, RequestHeadEncoder};
 
+use crate::admit::Admitted;
 use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
 use crate::kafka::OriginalRecord;
@@ -44,6 +47,8 @@ pub struct RequestCtx<'v> {
     pub fields_hashed: u64,
     /// What the egress guard reported (detectors whose action is `report`) in what is forwarded.
     pub findings: Vec<Finding>,
+    /// What [`admit`] found: the consumer and the credential header not to forward.
+    pub admitted: Admitted,
 }
 
 /// The outcome of a request (for the response and the log phase).
@@ -66,6 +71,7 @@ impl Handled<'_> {
                 received_at: SystemTime::now(),
                 fields_hashed: 0,
                 findings: Vec::new(),
+                admitted: Admitted::default(),
             },
             result: Err(err),
         }
@@ -102,6 +108,7 @@ pub async fn handle<'v>(
         received_at,
         fields_hashed: 0,
         findings: Vec::new(),
+        admitted: Admitted::default(),
     };
     let result = run_phases(&mut ctx, worker, view, head, body).await;
     Handled { ctx, result }
@@ -115,6 +122,7 @@ async fn run_phases<'v>(
     body: Vec<u8>,
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
+    admit(ctx, worker, view, route, head)?;
     let pending = publish_original(ctx, worker, route, head, &body).await?;
     let (body, query) = scrub(ctx, head, body)?;
     let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
@@ -151,7 +159,29 @@ pub fn route<'v>(
     Ok(route)
 }
 
-/// Phase 2, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
+/// Phase 2, after the route and before anything is published: identifies the consumer by its
+/// API key or JWT when the route has `auth`, checks it may use the route, and counts the
+/// request against the consumer's and the route's limits. Refuses 401 `unauthorized` (with
+/// `WWW-Authenticate`), 403 `forbidden`, 429 `rate_limited` / `quota_exceeded` (with
+/// `Retry-After` and `RateLimit-*`).
+pub fn admit(
+    ctx: &mut RequestCtx<'_>,
+    worker: &Worker,
+    view: &WorkerView,
+    route: &Route,
+    head: &RequestHead,
+) -> Result<(), RequestError> {
+    ctx.admitted = view.snap.edge.admit(
+        route.index,
+        &route.name,
+        head,
+        worker.index,
+        crate::limit::now(),
+    )?;
+    Ok(())
+}
+
+/// Phase 3, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
 /// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
 /// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
 /// answer waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
@@ -189,6 +219,7 @@ pub async fn publish_original(
         request_id: ctx.request_id.clone(),
         content_type: content_type.map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
+        consumer: ctx.admitted.consumer.clone(),
     };
     publish(worker, route, kafka, rec).await
 }
@@ -250,6 +281,11 @@ pub fn build_upstream_request(
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-relay-key-id")
             || name.eq_ignore_ascii_case("x-request-id")
+            || ctx
+                .admitted
+                .strip
+                .as_deref()
+                .is_some_and(|h| name.eq_ignore_ascii_case(h))
         {
             continue;
         }

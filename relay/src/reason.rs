@@ -115,8 +115,20 @@ reasons! {
     UpstreamTls => "upstream_tls",
     /// 503: no free upstream connection within `queue_timeout_ms`.
     UpstreamBusy => "upstream_busy",
+    /// 503: the upstream's circuit breaker is open (failing fast).
+    UpstreamUnavailable => "upstream_unavailable",
     /// 500: relay failed while handling the request.
     InternalError => "internal_error",
+    /// 401: credentials missing or refused on a route with `auth`.
+    Unauthorized => "unauthorized",
+    /// 403: a consumer the route does not list.
+    Forbidden => "forbidden",
+    /// 429: a `rate` limit of the consumer or the route.
+    RateLimited => "rate_limited",
+    /// 429: a `quota` of the consumer or the route.
+    QuotaExceeded => "quota_exceeded",
+    /// 400: a compressed body that does not decode.
+    InvalidEncoding => "invalid_encoding",
     /// A code this list does not know (counted, never expected).
     Other => "other",
 }

@@ -24,6 +24,9 @@ pub fn write_error(
     if let Some(s) = err.retry_after() {
         head.header("Retry-After", s.to_string().as_bytes());
     }
+    for (name, value) in err.extra_headers() {
+        head.header(name, value.as_bytes());
+    }
     if let Some(id) = request_id {
         head.header("X-Request-Id", id.as_bytes());
     }

@@ -145,6 +145,10 @@ mod tests {
             key: None,
             pii: None,
             delivery: None,
+            auth: Default::default(),
+            consumers: Vec::new(),
+            forward_credentials: false,
+            limits: None,
         }
     }
 

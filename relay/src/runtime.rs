@@ -84,6 +84,55 @@ pub fn choose_engine(cfg: IoEngine) -> Result<EngineChoice, String> {
     }
 }
 
+/// Ring setup flags a worker's io_uring is created with. `RELAY_URING_SETUP` (a comma list
+/// of `single_issuer`, `coop_taskrun`, `taskrun_flag`, `defer_taskrun`, or `none`) overrides
+/// the default for the perf lab's A/B runs; see benches/README.md "Levers".
+fn uring_setup() -> Vec<String> {
+    const DEFAULT: &str = "single_issuer,coop_taskrun";
+    std::env::var("RELAY_URING_SETUP")
+        .unwrap_or_else(|_| DEFAULT.to_string())
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty() && f != "none")
+        .collect()
+}
+
+/// A worker's io_uring runtime (1024 entries, timers) with the [`uring_setup`] flags; when
+/// the kernel refuses a flag (older than 6.1), the ring is created without them.
+fn build_uring_runtime(
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    let flags = uring_setup();
+    let mut ring = io_uring::IoUring::builder();
+    for f in &flags {
+        match f.as_str() {
+            "single_issuer" => ring.setup_single_issuer(),
+            "coop_taskrun" => ring.setup_coop_taskrun(),
+            "taskrun_flag" => ring.setup_taskrun_flag(),
+            "defer_taskrun" => ring.setup_defer_taskrun(),
+            other => {
+                tracing::warn!(flag = other, "unknown RELAY_URING_SETUP flag ignored");
+                &mut ring
+            }
+        };
+    }
+    let with_flags = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(1024)
+        .uring_builder(ring)
+        .enable_timer()
+        .build();
+    match with_flags {
+        Ok(rt) => Ok(rt),
+        Err(e) if !flags.is_empty() => {
+            tracing::info!(flags = ?flags, error = %e, "io_uring setup flags refused by the kernel; using a plain ring");
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the SO_REUSEPORT listeners, all on one port (port 0 picks one for all).
 pub fn bind_listeners(
     addr: SocketAddr,
@@ -170,11 +219,7 @@ pub fn start_workers(
                 }
                 let fut = worker_main(i, server, listener, shared, stop_rx, ready.clone());
                 let built = match engine {
-                    Engine::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .with_entries(1024)
-                        .enable_timer()
-                        .build()
-                        .map(|mut rt| rt.block_on(fut)),
+                    Engine::IoUring => build_uring_runtime().map(|mut rt| rt.block_on(fut)),
                     Engine::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
@@ -251,6 +296,8 @@ async fn worker_main(
             }
         });
     }
+    // Upstream background work this worker owns: health checks and DNS refresh.
+    monoio::spawn(supervise_upstreams(worker.clone(), shared.heartbeats.len()));
     let _ = ready.send(Ok(index));
     accept_loop(&listener, &worker).await;
     drop(listener);
@@ -265,6 +312,34 @@ async fn worker_main(
             open = worker.connections.get(),
             "grace period over; closing the remaining connections"
         );
+    }
+}
+
+/// Starts, for every upstream this worker owns (upstream index modulo the worker count), its
+/// active health checks (on this runtime) and its DNS refresher (a thread of its own), again
+/// after every reload; the previous generation's ones stop by themselves.
+async fn supervise_upstreams(worker: Rc<Worker>, workers: usize) {
+    let mut seen = 0;
+    while !worker.shutdown.is_set() {
+        let g = worker.hub.generation();
+        if g != seen {
+            seen = g;
+            let snap = worker.hub.current();
+            for (i, u) in snap.upstreams.iter().enumerate() {
+                if i % workers.max(1) != worker.index {
+                    continue;
+                }
+                let (w, hub) = (worker.clone(), worker.hub.clone());
+                let alive = Rc::new(move || hub.generation() == g && !w.shutdown.is_set());
+                crate::upstream::checker::start(u.clone(), worker.index, alive);
+                let hub = worker.hub.clone();
+                crate::upstream::dns::start(u.clone(), Arc::new(move || hub.generation() == g));
+            }
+        }
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_millis(200)) => {},
+            _ = worker.shutdown.wait() => {},
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub scrubbers: HashMap<String, Scrubber>,
     /// SHA-256 of the file, first 16 hex digits.
     pub hash: String,
+    /// Consumers, credentials and limits (the admit phase).
+    pub edge: crate::admit::EdgePolicy,
 }
 
 impl Snapshot {
@@ -55,7 +57,9 @@ impl Snapshot {
         }
         let digest = Sha256::digest(file_bytes);
         let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let edge = crate::admit::EdgePolicy::build(&config, metrics)?;
         Ok(Snapshot {
+            edge,
             config,
             routes,
             route_metrics,

@@ -57,6 +57,8 @@ pub fn tansu_bin() -> Option<PathBuf> {
 pub struct Tansu {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    /// The port it advertises in metadata (`port`, or a proxy's).
+    advertised: u16,
     child: Option<Child>,
     log: PathBuf,
     topics: std::sync::Mutex<Vec<String>>,
@@ -66,10 +68,17 @@ pub struct Tansu {
 impl Tansu {
     /// Starts tansu on a free port and waits until it accepts TCP connections.
     pub fn start() -> Tansu {
+        let port = free_port();
+        Tansu::start_advertising(port, port)
+    }
+
+    /// Starts tansu on `port`, advertising `advertised` to clients (a proxy in front of it).
+    pub fn start_advertising(port: u16, advertised: u16) -> Tansu {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tansu.log");
         let mut t = Tansu {
-            port: free_port(),
+            port,
+            advertised,
             child: None,
             log,
             topics: Default::default(),
@@ -97,6 +106,7 @@ impl Tansu {
         self.stop();
         let bin = tansu_bin().expect("tansu is not installed: run `cargo xtask setup`");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let adv = format!("tcp://127.0.0.1:{}", self.advertised);
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,7 +118,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &adv,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
@@ -336,6 +346,12 @@ impl Broker for Tansu {
 /// never accepts it), so this variant runs with `enable.idempotence = false`.
 pub struct TansuRestart(pub Tansu);
 
+impl TansuRestart {
+    /// The librdkafka properties a producer needs to survive this broker's restart.
+    pub const PROPERTIES: &'static [(&'static str, &'static str)] =
+        &[("enable.idempotence", "false")];
+}
+
 impl Broker for TansuRestart {
     fn bootstrap(&self) -> String {
         self.0.bootstrap()
@@ -353,7 +369,7 @@ impl Broker for TansuRestart {
         self.0.create_topic(topic)
     }
     fn properties(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("enable.idempotence", "false")]
+        TansuRestart::PROPERTIES.to_vec()
     }
 }
 
@@ -390,5 +406,211 @@ impl Broker for Mock {
     }
     fn create_topic(&self, topic: &str) {
         self.0.create_topic(topic, 3, 1).unwrap()
+    }
+}
+
+/// A Kafka-protocol-aware TCP proxy in front of a broker that can hold back Produce requests
+/// (api key 0) while every other request (Metadata, Fetch, ...) passes: with the gate closed a
+/// producer's records stop reaching the broker, while a consumer can still read everything
+/// the broker has. Responses are counted per connection in request order (Kafka answers in
+/// order), so [`produce_in_flight`](Self::produce_in_flight) says how many forwarded Produce
+/// requests the broker has not answered yet.
+pub struct ProduceGate {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    state: std::sync::Arc<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    forwarded: std::sync::atomic::AtomicUsize,
+}
+
+/// One proxied connection's requests awaiting an answer (api keys, in order); `None` once the
+/// connection is dead.
+type Pending = std::sync::Arc<std::sync::Mutex<Option<std::collections::VecDeque<i16>>>>;
+
+const PRODUCE: i16 = 0;
+
+impl ProduceGate {
+    /// Listens on a free port and forwards every connection to `127.0.0.1:broker_port`
+    /// (connecting when the client does; a broker that is down closes the client at once).
+    pub fn start(broker_port: u16) -> ProduceGate {
+        use std::sync::atomic::Ordering::SeqCst;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let state = std::sync::Arc::new(GateState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            while !st.stop.load(SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let _ = c.set_nodelay(true);
+                        match std::net::TcpStream::connect(("127.0.0.1", broker_port)) {
+                            Ok(b) => {
+                                let _ = b.set_nodelay(true);
+                                proxy(c, b, st.clone());
+                            }
+                            Err(_) => drop(c),
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ProduceGate { port, state }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Holds every Produce request from now on (the connection carrying one stalls).
+    pub fn close(&self) {
+        self.state
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets Produce requests through again.
+    pub fn open(&self) {
+        self.state
+            .closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Produce requests forwarded to the broker and not answered yet (on live connections).
+    pub fn produce_in_flight(&self) -> usize {
+        self.state
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Produce requests forwarded to the broker so far.
+    pub fn produce_forwarded(&self) -> usize {
+        self.state
+            .forwarded
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ProduceGate {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Reads one size-prefixed Kafka frame.
+fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let n = i32::from_be_bytes(len);
+    if !(0..=(256 << 20)).contains(&n) {
+        return Err(std::io::Error::other("bad frame length"));
+    }
+    let mut f = vec![0u8; 4 + n as usize];
+    f[..4].copy_from_slice(&len);
+    r.read_exact(&mut f[4..])?;
+    Ok(f)
+}
+
+/// Forwards one connection both ways until either side ends.
+fn proxy(client: std::net::TcpStream, broker: std::net::TcpStream, st: std::sync::Arc<GateState>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::SeqCst;
+    let pending: Pending = std::sync::Arc::new(std::sync::Mutex::new(Some(Default::default())));
+    let kill = {
+        let (c, b) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
+        let (pending, st) = (pending.clone(), st.clone());
+        std::sync::Arc::new(move || {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+            // Requests of a dead connection are never answered.
+            if let Some(q) = pending.lock().unwrap().take() {
+                let n = q.iter().filter(|k| **k == PRODUCE).count();
+                st.in_flight.fetch_sub(n, SeqCst);
+            }
+        })
+    };
+    let kill2 = kill.clone();
+    let (mut c_in, mut b_out) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
+    let (p_up, st_up) = (pending.clone(), st.clone());
+    std::thread::spawn(move || {
+        while let Ok(f) = read_frame(&mut c_in) {
+            let key = if f.len() >= 6 {
+                i16::from_be_bytes([f[4], f[5]])
+            } else {
+                -1
+            };
+            if key == PRODUCE {
+                while st_up.closed.load(SeqCst) && !st_up.stop.load(SeqCst) {
+                    if p_up.lock().unwrap().is_none() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            {
+                let mut q = p_up.lock().unwrap();
+                let Some(q) = q.as_mut() else { return };
+                q.push_back(key);
+                if key == PRODUCE {
+                    st_up.in_flight.fetch_add(1, SeqCst);
+                    st_up.forwarded.fetch_add(1, SeqCst);
+                }
+            }
+            if b_out.write_all(&f).is_err() {
+                break;
+            }
+        }
+        kill();
+    });
+    let (mut b_in, mut c_out) = (broker, client);
+    std::thread::spawn(move || {
+        while let Ok(f) = read_frame(&mut b_in) {
+            {
+                let mut q = pending.lock().unwrap();
+                let Some(q) = q.as_mut() else { break };
+                if q.pop_front() == Some(PRODUCE) {
+                    st.in_flight.fetch_sub(1, SeqCst);
+                }
+            }
+            if c_out.write_all(&f).is_err() {
+                break;
+            }
+        }
+        kill2();
+    });
+}
+
+/// tansu behind a [`ProduceGate`]: clients bootstrap through the gate and tansu advertises
+/// the gate's address, so every connection (producer and consumer) goes through it.
+pub struct GatedTansu {
+    /// The gate clients connect to.
+    pub gate: ProduceGate,
+    /// The broker behind it.
+    pub tansu: Tansu,
+}
+
+impl GatedTansu {
+    /// Starts the gate (open) and tansu behind it.
+    pub fn start() -> GatedTansu {
+        let port = free_port();
+        let gate = ProduceGate::start(port);
+        let tansu = Tansu::start_advertising(port, gate.port);
+        GatedTansu { gate, tansu }
+    }
+
+    /// The gate's address, for clients.
+    pub fn bootstrap(&self) -> String {
+        self.gate.addr()
     }
 }

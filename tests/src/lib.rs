@@ -383,6 +383,28 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Response {
     Client::connect(addr).post(path, body)
 }
 
+/// POSTs `body` to `path` on new connections until relay answers 503, within `limit`; every
+/// answer before it must be 200. Returns the 200s counted and the 503. Panics at `limit`.
+pub fn post_until_refused(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    limit: Duration,
+) -> (usize, Response) {
+    let mut oks = 0;
+    let refused = wait_for(limit, || {
+        let r = post(addr, path, body);
+        if r.status == 503 {
+            return Some(r);
+        }
+        assert_eq!(r.status, 200, "before the route refuses, only 200s");
+        oks += 1;
+        None
+    })
+    .expect("the route to refuse with 503");
+    (oks, refused)
+}
+
 /// One request as the stub upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -425,6 +447,12 @@ pub struct Behavior {
     pub stall: bool,
     /// Close the connection right after each response (without saying so).
     pub close_after_response: bool,
+    /// Read the whole request, then close the connection without answering (the request
+    /// was fully written: a reset after write, from the client's side).
+    pub reset: bool,
+    /// When set, `GET /health` is answered with this status (empty body) whatever the rest
+    /// says, so a node's health checks and its traffic can fail apart.
+    pub health_status: Option<u16>,
 }
 
 impl Default for Behavior {
@@ -437,6 +465,8 @@ impl Default for Behavior {
             close_delimited: false,
             stall: false,
             close_after_response: false,
+            reset: false,
+            health_status: None,
         }
     }
 }
@@ -520,6 +550,16 @@ impl StubUpstream {
     /// Number of requests received.
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Number of requests received for `target` (e.g. to leave health probes out).
+    pub fn count_to(&self, target: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
     }
 
     /// Changes the behavior.
@@ -619,6 +659,7 @@ fn serve_stub<S: Read + Write>(
                 return;
             }
         }
+        let is_health = target == "/health";
         rec.lock().unwrap().push(Received {
             method: method.clone(),
             target,
@@ -626,9 +667,19 @@ fn serve_stub<S: Read + Write>(
             body,
             connection: id,
         });
-        let b = beh.lock().unwrap().clone();
+        let mut b = beh.lock().unwrap().clone();
+        if let (true, Some(status)) = (is_health, b.health_status) {
+            b = Behavior {
+                status,
+                body: Vec::new(),
+                ..Behavior::default()
+            };
+        }
         if b.stall {
             std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        if b.reset {
             return;
         }
         let mut out = format!("HTTP/1.1 {} {}\r\n", b.status, reason(b.status)).into_bytes();

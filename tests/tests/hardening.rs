@@ -326,6 +326,94 @@ fn response_timeout_bounds_the_whole_response(engine: &str) {
     );
 }
 
+/// `max_response_bytes` and `max_response_header_bytes` (RFC 9112 §6): an upstream body of
+/// exactly the limit is relayed, one byte more is 502, whatever its framing (Content-Length,
+/// chunked, close-delimited); a head of exactly the head limit is relayed, one byte more is 502.
+fn upstream_response_limits_at_and_over(engine: &str) {
+    const LIMIT: usize = 1000;
+    const HEAD_LIMIT: usize = 2048;
+    let framed = |framing: &str, len: usize| -> Vec<u8> {
+        let body = vec![b'r'; len];
+        let mut out = Vec::new();
+        match framing {
+            "length" => {
+                out.extend(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").bytes());
+                out.extend(&body);
+            }
+            "chunked" => {
+                out.extend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for part in body.chunks(300) {
+                    out.extend(format!("{:x}\r\n", part.len()).bytes());
+                    out.extend(part);
+                    out.extend(b"\r\n");
+                }
+                out.extend(b"0\r\n\r\n");
+            }
+            _ => {
+                out.extend(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                out.extend(&body);
+            }
+        }
+        out
+    };
+    // A head of exactly `len` bytes (status line, one padding header, the empty line).
+    let head_of = |len: usize| -> Vec<u8> {
+        let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
+        let pad = "p".repeat(len - fixed);
+        format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {pad}\r\n\r\nok").into_bytes()
+    };
+    let mut cases: Vec<(String, Vec<u8>, u16)> = Vec::new();
+    for framing in ["length", "chunked", "close"] {
+        for (len, status) in [(LIMIT - 1, 200), (LIMIT, 200), (LIMIT + 1, 502)] {
+            cases.push((
+                format!("{framing} body of {len}"),
+                framed(framing, len),
+                status,
+            ));
+        }
+    }
+    for (len, status) in [
+        (HEAD_LIMIT - 1, 200),
+        (HEAD_LIMIT, 200),
+        (HEAD_LIMIT + 1, 502),
+    ] {
+        cases.push((format!("head of {len}"), head_of(len), status));
+    }
+    for (what, bytes, status) in cases {
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        let up = RawUpstream::start(Arc::new(move |_, c: &mut TcpStream| {
+            c.write_all(bytes).is_ok() && !bytes.windows(17).any(|w| w == b"Connection: close")
+        }));
+        let cfg = basic_config(engine, up.addr, "").replace(
+            "read_timeout_ms = 1500",
+            &format!("read_timeout_ms = 1500\nmax_response_bytes = {LIMIT}\nmax_response_header_bytes = {HEAD_LIMIT}"),
+        );
+        let relay = Relay::start(&cfg);
+        let r = post(relay.addr, "/v1/logs", b"{}");
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        if status == 502 {
+            assert_eq!(
+                r.json()["error"].as_str(),
+                Some("upstream_bad_response"),
+                "{what}"
+            );
+        } else if what.starts_with("head") {
+            assert_eq!(r.body, b"ok", "{what}");
+        } else {
+            assert_eq!(
+                r.body.len(),
+                what.rsplit(' ').next().unwrap().parse::<usize>().unwrap(),
+                "{what}"
+            );
+        }
+    }
+}
+
 /// `max_connections` per worker: over it, new connections are closed at accept and counted.
 fn max_connections_per_worker(engine: &str) {
     let up = StubUpstream::start(Behavior::default());
@@ -401,6 +489,60 @@ fn empty_json_body_on_pii_route(engine: &str) {
         (400, "empty_body")
     );
     assert_eq!(up.count(), 0);
+}
+
+/// The admin listener's own bounds: at most `max_connections` served at once (more are closed
+/// at accept, unanswered), and a connection that does not finish its request within
+/// `request_timeout_ms` (nothing sent, or a head that never ends) is closed; then there is room.
+#[test]
+fn admin_connections_and_request_timeout_are_bounded() {
+    let up = StubUpstream::start(Behavior::default());
+    let admin_with = |timeout_ms: u64| {
+        Relay::start(&format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nrequest_timeout_ms = {timeout_ms}\n",
+            basic_config("epoll", up.addr, "")
+        ))
+    };
+    let hold = |admin: SocketAddr| {
+        // One silent connection and one whose head never ends.
+        let silent = TcpStream::connect(admin).unwrap();
+        let mut slow = TcpStream::connect(admin).unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+            .unwrap();
+        for c in [&silent, &slow] {
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        }
+        [silent, slow]
+    };
+    // Over the limit (slots held far longer than the test): closed at accept, no answer.
+    let relay = admin_with(60_000);
+    let admin = relay.admin.unwrap();
+    let _held = hold(admin);
+    let closed = wait_for(Duration::from_secs(10), || {
+        let mut third = TcpStream::connect(admin).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let mut got = Vec::new();
+        let _ = third.read_to_end(&mut got);
+        // Until both held connections are accepted the third may still be served.
+        got.is_empty().then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "a third admin connection is closed at accept"
+    );
+
+    // The request timeout closes both held connections, unanswered; then the port serves.
+    let relay = admin_with(300);
+    let admin = relay.admin.unwrap();
+    for (what, mut c) in ["silent", "unfinished head"].into_iter().zip(hold(admin)) {
+        let mut rest = Vec::new();
+        let n = c.read_to_end(&mut rest).unwrap_or(0);
+        assert_eq!(n, 0, "{what}: {:?}", String::from_utf8_lossy(&rest));
+    }
+    assert_eq!(relay.admin_get("/healthz").0, 200);
 }
 
 /// `[admin] token_file`: every endpoint but `/healthz` needs `Authorization: Bearer <token>`
@@ -524,6 +666,7 @@ both_engines!(
     hostile_upstream_framing_is_502_and_not_pooled,
     no_content_is_relayed_without_length,
     response_timeout_bounds_the_whole_response,
+    upstream_response_limits_at_and_over,
     max_connections_per_worker,
     upstream_connections_are_bounded,
     empty_json_body_on_pii_route,

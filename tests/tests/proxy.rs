@@ -295,6 +295,26 @@ fn idle_keep_alive_is_closed(engine: &str) {
     assert!(c.is_closed());
 }
 
+/// Whether the next request arrives inside `keepalive_read_window_ms` (read by the receive
+/// already posted) or after it (the connection idled bufferless, then read), it is served; the
+/// same with the window off.
+fn keep_alive_inside_and_after_the_read_window(engine: &str) {
+    let up = StubUpstream::start(Behavior::default());
+    for window in [5, 0] {
+        let relay = relay_for(engine, &up, &format!("keepalive_read_window_ms = {window}"));
+        let mut c = Client::connect(relay.addr);
+        for i in 0..6 {
+            if i % 2 == 1 {
+                // Well past the window: the posted receive was cancelled.
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            let r = c.post("/v1/logs", format!(r#"{{"n":{i}}}"#).as_bytes());
+            assert_eq!(r.status, 200, "window {window} ms, request {i}");
+        }
+        assert_eq!(up.requests().last().unwrap().body, br#"{"n":5}"#);
+    }
+}
+
 fn http_1_0_closes_unless_keep_alive(engine: &str) {
     let up = StubUpstream::start(Behavior::default());
     let relay = relay_for(engine, &up, "");
@@ -334,7 +354,7 @@ fn upstream_down_502_and_stall_504(engine: &str) {
     assert_eq!(up.count(), 1);
 }
 
-fn stale_pooled_connection_is_retried_once(engine: &str) {
+fn stale_pooled_connection_is_never_used(engine: &str) {
     let up = StubUpstream::start(Behavior {
         close_after_response: true,
         ..Behavior::default()
@@ -352,9 +372,14 @@ fn stale_pooled_connection_is_retried_once(engine: &str) {
     assert_eq!(r.status, 200, "the client never sees the stale connection");
     assert_eq!(up.count(), 2);
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Found closed before reuse (never written to), so no retry was needed.
+    assert_eq!(
+        relay.metric("relay_upstream_connections_stale_total{upstream=\"tracking\"}"),
+        1.0
+    );
     assert_eq!(
         relay.metric("relay_upstream_retries_total{upstream=\"tracking\"}"),
-        1.0
+        0.0
     );
 }
 
@@ -495,9 +520,10 @@ on_both_engines!(
     framing_attacks_get_400_and_never_reach_upstream,
     limits_431_413_408,
     idle_keep_alive_is_closed,
+    keep_alive_inside_and_after_the_read_window,
     http_1_0_closes_unless_keep_alive,
     upstream_down_502_and_stall_504,
-    stale_pooled_connection_is_retried_once,
+    stale_pooled_connection_is_never_used,
     tls_upstream_with_test_ca,
     weighted_round_robin_over_nodes,
     sigterm_finishes_in_flight_and_exits_0,

@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: relay between a sample app and a stub tracking server, with an embedded
 //! Kafka (librdkafka's mock cluster). For each sample log it prints the original read back from
 //! the topic, what the tracking server received, and the response the app got, side by side.
+//! Then the spool: a `delivery = "spool"` route with Kafka down, relay SIGKILLed mid-batch and
+//! restarted, and every original answered 2xx arriving in Kafka once it is back.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -180,11 +182,166 @@ pub fn run() -> Result<()> {
         received.len(),
         responses.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
     if code != 0 {
+        let _ = std::fs::remove_dir_all(&dir);
         bail!("relay exited with {code}");
     }
+
+    // 8. The spool survives a relay kill.
+    let res = spool_kill(&relay_bin, &dir, &kafka, upstream.addr);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// Part two: a `delivery = "spool"` route with Kafka unreachable, so every original answered
+/// 2xx exists only in relay's spool; relay is SIGKILLed in the middle of a batch, started
+/// again on the same spool, Kafka comes back, and every acknowledged original arrives.
+fn spool_kill(
+    relay_bin: &Path,
+    dir: &Path,
+    kafka: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    upstream: SocketAddr,
+) -> Result<()> {
+    const SPOOL_TOPIC: &str = "app-log-spooled";
+    const BATCH: usize = 400;
+    println!("\n=== the spool survives a relay kill ===");
+    kafka
+        .create_topic(SPOOL_TOPIC, 1, 1)
+        .context("create the spool topic")?;
+    let brokers = kafka.bootstrap_servers();
+    let spool_dir = dir.join("spool");
+    let config = spool_config(upstream, &brokers, SPOOL_TOPIC, &spool_dir);
+    println!("config:\n{}", indent(&config));
+    kafka.broker_down(1).context("take the mock broker down")?;
+    println!("Kafka is down: an original answered 2xx now exists only in relay's spool");
+    let relay = RelayProc::start(relay_bin, dir, &config)?;
+    let addr = relay.addr;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sender = {
+        let acked = acked.clone();
+        std::thread::spawn(move || -> Result<()> {
+            let mut conn = TcpStream::connect(addr)?;
+            conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut reader = BufReader::new(conn.try_clone()?);
+            for i in 0..BATCH {
+                let id = format!("demo-spool-{i:04}");
+                let body = format!("{{\"event\":\"page_view\",\"n\":{i}}}");
+                let req = format!(
+                    "POST /v1/logs HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nX-Request-Id: {id}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                // The kill ends the connection: the rest of the batch was never answered.
+                if conn.write_all(req.as_bytes()).is_err() {
+                    break;
+                }
+                match read_response(&mut reader) {
+                    Ok(r) if (200..300).contains(&r.status) => acked.lock().unwrap().push(id),
+                    Ok(r) => bail!("unexpected HTTP {} for {id}", r.status),
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        })
+    };
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < BATCH / 4 {
+        if sender.is_finished() {
+            let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+            sender
+                .join()
+                .map_err(|_| anyhow!("the app thread panicked"))?
+                .with_context(|| format!("relay log:\n{log}"))?;
+            bail!(
+                "the app stopped after {} answers",
+                acked.lock().unwrap().len()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "relay answered only {} requests in 60 s",
+                acked.lock().unwrap().len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = relay.pid();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    drop(relay);
+    sender
+        .join()
+        .map_err(|_| anyhow!("the app thread panicked"))??;
+    let acked = acked.lock().unwrap().clone();
+    println!(
+        "relay SIGKILLed (pid {pid}) mid-batch: {} of {BATCH} requests had been answered 2xx, the rest never were",
+        acked.len()
+    );
+    let relay = RelayProc::start(relay_bin, dir, &config)?;
+    let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("spool opened")) {
+        println!("relay (restarted): {l}");
+    }
+    kafka.broker_up(1).context("bring the mock broker back")?;
+    println!("Kafka is back: relay replays what Kafka never acknowledged");
+    let got = read_topic_named(&brokers, SPOOL_TOPIC, acked.len())?;
+    let ids: std::collections::HashSet<&str> = got
+        .iter()
+        .filter_map(|o| o.header("relay-request-id"))
+        .collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !ids.contains(id.as_str()))
+        .collect();
+    println!(
+        "originals in Kafka: {} records, {} distinct request ids; answered 2xx and missing: {}",
+        got.len(),
+        ids.len(),
+        missing.len()
+    );
+    drop(relay);
+    if !missing.is_empty() {
+        bail!(
+            "{} originals answered 2xx are missing, e.g. {}",
+            missing.len(),
+            missing[0]
+        );
+    }
+    println!("every original answered 2xx before the kill reached Kafka");
     Ok(())
+}
+
+fn spool_config(upstream: SocketAddr, brokers: &str, topic: &str, spool: &Path) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[[upstreams]]
+name = "tracking"
+nodes = ["{upstream}"]
+
+[[routes]]
+name = "app-logs"
+path = "/v1/logs"
+methods = ["POST"]
+upstream = "tracking"
+topic = "{topic}"
+
+[kafka]
+brokers = "{brokers}"
+delivery = "spool"
+[kafka.properties]
+"linger.ms" = "5"
+"message.max.bytes" = "1049600"
+"reconnect.backoff.max.ms" = "200"
+
+[spool]
+dir = "{}"
+retry_ms = 200
+"#,
+        spool.display()
+    )
 }
 
 fn sample_config(upstream: SocketAddr, brokers: &str) -> String {
@@ -419,6 +576,11 @@ impl RelayProc {
         }
     }
 
+    /// The process id.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// SIGTERM, then the exit code.
     fn terminate(&mut self) -> Result<i32> {
         let mut child = self
@@ -470,13 +632,17 @@ impl Original {
 }
 
 fn read_topic(brokers: &str, want: usize) -> Result<Vec<Original>> {
+    read_topic_named(brokers, TOPIC, want)
+}
+
+fn read_topic_named(brokers: &str, topic: &str, want: usize) -> Result<Vec<Original>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "relay-demo")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let mut out = Vec::new();
     let start = Instant::now();
@@ -505,7 +671,7 @@ fn read_topic(brokers: &str, want: usize) -> Result<Vec<Original>> {
         }
     }
     if out.len() < want {
-        bail!("only {} of {want} originals arrived in {TOPIC}", out.len());
+        bail!("only {} of {want} originals arrived in {topic}", out.len());
     }
     Ok(out)
 }

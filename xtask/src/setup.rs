@@ -33,9 +33,11 @@ pub const BUILD: &[&str] = &[
 pub const EBPF: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 
 /// The test suites: iproute2 for the namespace tests, systemd for `systemd-analyze verify`,
-/// the Prometheus client for the dashboard check, linux-perf for profiling.
+/// the Prometheus client for the dashboard check, linux-perf for profiling, openssl for the
+/// RSA/EC keys of the JWT tests.
 pub const TEST: &[&str] = &[
     "iproute2",
+    "openssl",
     "systemd",
     "linux-perf",
     "python3-prometheus-client",

@@ -58,6 +58,8 @@ pub struct OriginalRecord {
     pub content_type: Option<String>,
     /// The pseudonymisation key id in use (header `relay-key-id`), when the route scrubs.
     pub key_id: Option<String>,
+    /// The consumer that sent the request (header `relay-consumer`), when the route has `auth`.
+    pub consumer: Option<Arc<str>>,
 }
 
 impl OriginalRecord {
@@ -180,7 +182,7 @@ impl KafkaSender {
             return Err(rejected);
         }
         s.stats.on_enqueued(slot);
-        s.wake_one();
+        s.wake_for(promise == Promise::Ack);
         Ok(())
     }
 
@@ -251,6 +253,7 @@ impl KafkaPath {
                 .message_max_bytes()
                 .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES),
             closing: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
             retry_after_s: cfg.retry_after_s.max(1),
             sleepers: (0..n).map(|_| Sleeper::default()).collect(),
             log: Default::default(),

@@ -1,8 +1,9 @@
 //! The producer threads: each drains the shared queue into its own librdkafka `BaseProducer`,
-//! serves delivery reports, and sleeps (park with timeout) when idle instead of spinning.
+//! serves delivery reports, and sleeps (park with timeout) when idle instead of spinning; a
+//! sender wakes a thread napping between polls only for an `ack` record or a batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -79,12 +80,25 @@ impl RateLimitedLog {
     }
 }
 
+/// Records that wake a producer thread napping between delivery-report polls: fewer wait
+/// for its next poll (at most `INFLIGHT_POLL.1`), so that at load one wake-up moves a batch
+/// instead of one record (each wake-up is a futex call on the worker and a context switch).
+const WAKE_BATCH: usize = 64;
+
+/// What a producer thread is doing, as the senders see it.
+const AWAKE: u8 = 0;
+/// Parked with nothing in flight: the next record wakes it.
+const IDLE: u8 = 1;
+/// Parked between delivery-report polls: wakes by itself within `INFLIGHT_POLL.1`; a sender
+/// wakes it only for an `ack` record (the app is waiting) or a full batch.
+const NAPPING: u8 = 2;
+
 /// A producer thread's wake-up handle: set by the thread itself when it starts.
 #[derive(Default)]
 pub(crate) struct Sleeper {
     thread: OnceLock<Thread>,
-    /// Whether the thread is parked (or about to park).
-    sleeping: AtomicBool,
+    /// [`AWAKE`], [`IDLE`] or [`NAPPING`] (set before the thread parks).
+    state: AtomicU8,
 }
 
 impl Sleeper {
@@ -100,6 +114,8 @@ pub(crate) struct Shared {
     pub queue: ArrayQueue<Queued>,
     pub stats: Arc<KafkaStats>,
     pub closing: AtomicBool,
+    /// An `ack` record was queued since a producer thread last looked: do not nap.
+    pub urgent: AtomicBool,
     pub retry_after_s: u32,
     /// `[kafka] delivery`: the mode of routes without their own.
     pub delivery: Delivery,
@@ -111,13 +127,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Wakes one parked producer thread, if any.
-    pub(crate) fn wake_one(&self) {
-        for s in &self.sleepers {
-            if s.sleeping.load(SeqCst) {
-                s.unpark();
-                return;
-            }
+    /// After a push: wakes one idle producer thread, or, when `urgent` (an `ack` record) or a
+    /// batch is waiting, one napping between polls. Otherwise the record waits for the next
+    /// poll of a napping thread (at most `INFLIGHT_POLL.1`).
+    pub(crate) fn wake_for(&self, urgent: bool) {
+        if urgent {
+            // Seen by a thread about to nap (it re-checks after announcing NAPPING).
+            self.urgent.store(true, SeqCst);
+        }
+        let states = self.sleepers.iter().map(|s| s.state.load(SeqCst));
+        if let Some(i) = whom_to_wake(states, urgent, || self.queue.len()) {
+            self.sleepers[i].unpark();
         }
     }
 
@@ -126,6 +146,24 @@ impl Shared {
             s.unpark();
         }
     }
+}
+
+/// The producer thread a push wakes, given each thread's state: the first idle one; else,
+/// for an urgent record or once `queued()` reaches [`WAKE_BATCH`], the first napping one.
+fn whom_to_wake(
+    states: impl Iterator<Item = u8>,
+    urgent: bool,
+    queued: impl FnOnce() -> usize,
+) -> Option<usize> {
+    let mut napping = None;
+    for (i, st) in states.enumerate() {
+        match st {
+            IDLE => return Some(i),
+            NAPPING => napping = napping.or(Some(i)),
+            _ => {}
+        }
+    }
+    napping.filter(|_| urgent || queued() >= WAKE_BATCH)
 }
 
 /// librdkafka callbacks: delivery reports into [`KafkaStats`], logs into `tracing`.
@@ -231,7 +269,8 @@ pub(crate) fn run(
         };
         let past_deadline = dl.is_some_and(|d| Instant::now() >= d);
 
-        // Move records to librdkafka.
+        // Move records to librdkafka (any urgent one among them).
+        shared.urgent.store(false, SeqCst);
         let mut moved = 0;
         while moved < BATCH && !past_deadline {
             let q = match held.take().or_else(|| shared.queue.pop()) {
@@ -278,21 +317,24 @@ pub(crate) fn run(
             // (a `try_send` wakes the thread at once). Not `poll(inflight_poll)`: rdkafka's poll
             // loops until its deadline and, once less than a millisecond remains, spins on a
             // zero-timeout poll and the clock (seen as most of the thread's CPU in a profile).
-            sleeper.sleeping.store(true, SeqCst);
-            if shared.queue.is_empty() && !shared.closing.load(SeqCst) {
+            sleeper.state.store(NAPPING, SeqCst);
+            if shared.queue.len() < WAKE_BATCH
+                && !shared.urgent.load(SeqCst)
+                && !shared.closing.load(SeqCst)
+            {
                 std::thread::park_timeout(inflight_poll);
             }
-            sleeper.sleeping.store(false, SeqCst);
+            sleeper.state.store(AWAKE, SeqCst);
             inflight_poll = (inflight_poll * 2).min(INFLIGHT_POLL.1);
             continue;
         }
         inflight_poll = INFLIGHT_POLL.0;
         // Idle: announce, re-check (a sender may have pushed before seeing the flag), park.
-        sleeper.sleeping.store(true, SeqCst);
+        sleeper.state.store(IDLE, SeqCst);
         if shared.queue.is_empty() && !shared.closing.load(SeqCst) {
             std::thread::park_timeout(IDLE_PARK);
         }
-        sleeper.sleeping.store(false, SeqCst);
+        sleeper.state.store(AWAKE, SeqCst);
     }
 }
 
@@ -325,6 +367,12 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
         headers = headers.insert(Header {
             key: "relay-key-id",
             value: Some(k.as_bytes()),
+        });
+    }
+    if let Some(c) = &rec.consumer {
+        headers = headers.insert(Header {
+            key: "relay-consumer",
+            value: Some(c.as_bytes()),
         });
     }
     let promise = done.promise();
@@ -374,6 +422,23 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_wakes_an_idle_thread_and_a_napping_one_only_when_it_matters() {
+        let wake = |states: &[u8], urgent: bool, queued: usize| {
+            whom_to_wake(states.iter().copied(), urgent, || queued)
+        };
+        // An idle thread is always woken, before any napping one.
+        assert_eq!(wake(&[NAPPING, IDLE], false, 1), Some(1));
+        // A napping thread polls by itself within INFLIGHT_POLL.1: a memory/spool record waits.
+        assert_eq!(wake(&[NAPPING, AWAKE], false, 1), None);
+        assert_eq!(wake(&[NAPPING], false, WAKE_BATCH - 1), None);
+        // ... unless a batch is waiting, or the record is an `ack` one (the app waits on it).
+        assert_eq!(wake(&[AWAKE, NAPPING], false, WAKE_BATCH), Some(1));
+        assert_eq!(wake(&[AWAKE, NAPPING], true, 1), Some(1));
+        // Every thread awake: nobody to wake.
+        assert_eq!(wake(&[AWAKE, AWAKE], true, 1000), None);
+    }
 
     #[test]
     fn failure_logs_are_limited_to_one_per_second_per_reason() {

@@ -429,12 +429,26 @@ impl KafkaStats {
                 Err(now) => cur = now,
             }
         }
-        let before = self.outstanding_bytes.fetch_add(bytes, SeqCst);
-        // One record larger than the whole bound still passes an empty path.
-        if before > 0 && before + bytes > self.capacity_bytes {
-            self.outstanding_bytes.fetch_sub(bytes, SeqCst);
-            self.outstanding.fetch_sub(1, SeqCst);
-            return false;
+        // Bytes by a CAS loop too (not add-then-undo, which lets a reservation that is being
+        // undone refuse another that fits): exactly `capacity_bytes` fits. One record larger
+        // than the whole bound still passes an empty path.
+        let mut cur = self.outstanding_bytes.load(SeqCst);
+        loop {
+            let fits = cur == 0
+                || cur
+                    .checked_add(bytes)
+                    .is_some_and(|t| t <= self.capacity_bytes);
+            if !fits {
+                self.outstanding.fetch_sub(1, SeqCst);
+                return false;
+            }
+            match self
+                .outstanding_bytes
+                .compare_exchange_weak(cur, cur + bytes, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
         }
         self.by_promise[p as usize].fetch_add(1, SeqCst);
         true
@@ -525,6 +539,47 @@ mod tests {
         assert_eq!(*s.cumulative.last().unwrap(), 2);
         assert_eq!(s.count, 3);
         assert!((s.sum_seconds - 1000.0205).abs() < 1e-6);
+    }
+
+    #[test]
+    fn queue_max_bytes_fits_exactly_and_refuses_one_byte_over() {
+        let st = KafkaStats::new(100, 3000);
+        for _ in 0..3 {
+            assert!(st.reserve(1000, Promise::Memory));
+        }
+        assert_eq!(st.depth_bytes(), 3000);
+        assert!(!st.reserve(1, Promise::Memory), "one byte over the bound");
+        assert_eq!((st.depth(), st.depth_bytes()), (3, 3000), "nothing taken");
+        st.release(1000, Promise::Memory);
+        assert!(!st.reserve(1001, Promise::Memory));
+        assert!(st.reserve(1000, Promise::Memory), "exactly the bound again");
+        // A single record above the whole bound passes an empty path only.
+        let empty = KafkaStats::new(100, 3000);
+        assert!(empty.reserve(5000, Promise::Ack));
+        assert!(!empty.reserve(1, Promise::Ack));
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_either_bound() {
+        let st = Arc::new(KafkaStats::new(1000, 10_000));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for _ in 0..50 {
+                        if st.reserve(100, Promise::Memory) {
+                            won += 1;
+                        }
+                        assert!(st.depth_bytes() <= 10_000);
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 100);
+        assert_eq!((st.depth(), st.depth_bytes()), (100, 10_000));
     }
 
     #[test]

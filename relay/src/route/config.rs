@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::config::AuthMode;
 use crate::kafka::config::Delivery;
+use crate::limit::config::LimitConfig;
 use crate::problems::Problems;
 
 /// How a route's `path` is compared to the request path.
@@ -51,6 +53,20 @@ pub struct RouteConfig {
     /// "Delivery modes"). Default: `[kafka] delivery`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// Consumer authentication: `"none"` (default), `"optional"` or `"required"` (README
+    /// "Consumers and limits").
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Consumers (by name) allowed on this route; others get 403. Default: every consumer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
+    /// Forward the credential header (API key or `Authorization`) upstream. Default false:
+    /// the header that authenticated the request is stripped.
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// Limits over all of this route's requests (every consumer). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitConfig>,
 }
 
 /// Where a route's Kafka record key comes from.
@@ -117,6 +133,15 @@ impl RouteConfig {
                     "must not be empty; remove it for no Kafka copy",
                 );
             }
+        }
+        if let Some(l) = &self.limits {
+            l.validate(&format!("{f}.limits"), p);
+        }
+        if !self.consumers.is_empty() && self.auth == AuthMode::None {
+            p.push(
+                format!("{f}.consumers"),
+                "naming consumers needs auth = \"required\" (or \"optional\") on this route",
+            );
         }
         if let Some(key) = &self.key {
             if let Err(msg) = KeySource::parse(key) {

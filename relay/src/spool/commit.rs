@@ -185,8 +185,10 @@ impl Committer {
         }
         let st = &self.stats.workers[self.me];
         let res = self.store.append(&buf, &meta);
-        st.stored.store(self.store.bytes(), Relaxed);
-        st.reserved.fetch_sub(reserved, Relaxed);
+        // Stored first, reservation released after: the shared counter never dips below
+        // what is really kept, so no other worker can take room that is in use.
+        self.stats.set_stored(self.me, self.store.bytes());
+        self.stats.release(self.me, reserved);
         match res {
             Ok(positions) => {
                 st.fsyncs.fetch_add(1, Relaxed);
@@ -291,8 +293,8 @@ impl Committer {
     }
 
     fn publish_gauges(&self) {
+        self.stats.set_stored(self.me, self.store.bytes());
         let st = &self.stats.workers[self.me];
-        st.stored.store(self.store.bytes(), Relaxed);
         st.records.store(self.store.unacked(), Relaxed);
         st.oldest_ms
             .store(self.store.oldest_unacked_ms().unwrap_or(0), Relaxed);

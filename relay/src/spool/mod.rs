@@ -128,8 +128,10 @@ impl Spool {
             for (seg, at, error, copy) in &r.corrupt {
                 tracing::error!(worker = i, segment = seg, offset = at, error = %error, copy = %copy.display(), "spool: segment damaged in the middle: copied to corrupt/, the records before the damage are delivered, the rest cannot be read");
             }
+            stats.set_stored(i, store.bytes());
             let w = &stats.workers[i];
-            w.truncated.store(r.torn.len() as u64, Relaxed);
+            w.torn_tails.store(r.torn.len() as u64, Relaxed);
+            w.truncated_bytes.store(r.truncated_bytes, Relaxed);
             w.quarantined.store(r.corrupt.len() as u64, Relaxed);
             report.segments += r.segments;
             report.unacked += r.unacked;
@@ -234,21 +236,17 @@ impl SpoolAppender {
         let mut frame = Vec::with_capacity(record::encoded_len(&rec));
         record::encode(&rec, &mut frame);
         let len = frame.len() as u64;
-        let used = self.stats.used_bytes();
-        let max = self.stats.max_bytes;
-        if used.checked_add(len).is_none_or(|t| t > max) {
+        if let Err(used) = self.stats.try_reserve(self.me, len) {
             self.stats.last_refused.store(len, Relaxed);
             return Err(SpoolError::Full {
                 used,
-                max,
+                max: self.stats.max_bytes,
                 retry_after_s: self.stats.retry_after_s,
             });
         }
-        let w = &self.stats.workers[self.me];
-        w.reserved.fetch_add(len, Relaxed);
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Msg::Append { rec, frame, reply }).is_err() {
-            w.reserved.fetch_sub(len, Relaxed);
+            self.stats.release(self.me, len);
             return Err(SpoolError::Unavailable("the spool is stopped".into()));
         }
         rx.await

@@ -77,9 +77,10 @@ pub fn encode(rec: &OriginalRecord, out: &mut Vec<u8>) -> usize {
         Some(k) => put_long(out, k),
         None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
-    let headers: [(&str, Option<&String>); 2] = [
-        ("content-type", rec.content_type.as_ref()),
-        ("relay-key-id", rec.key_id.as_ref()),
+    let headers: [(&str, Option<&str>); 3] = [
+        ("content-type", rec.content_type.as_deref()),
+        ("relay-key-id", rec.key_id.as_deref()),
+        ("relay-consumer", rec.consumer.as_deref()),
     ];
     let n = headers.iter().filter(|(_, v)| v.is_some()).count() as u16;
     out.extend_from_slice(&n.to_le_bytes());
@@ -112,6 +113,10 @@ pub fn encoded_len(rec: &OriginalRecord) -> usize {
             .key_id
             .as_ref()
             .map_or(0, |v| HEADER_OVERHEAD + "relay-key-id".len() + v.len())
+        + rec
+            .consumer
+            .as_ref()
+            .map_or(0, |v| HEADER_OVERHEAD + "relay-consumer".len() + v.len())
         + rec.payload.len()
 }
 
@@ -170,7 +175,7 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         Some(r.take(key_len as usize)?.to_vec())
     };
     let n = r.u16()?;
-    let (mut content_type, mut key_id) = (None, None);
+    let (mut content_type, mut key_id, mut consumer) = (None, None, None);
     for _ in 0..n {
         let name = r.short_str()?.to_string();
         let len = r.u32()? as usize;
@@ -180,6 +185,7 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         match name.as_str() {
             "content-type" => content_type = Some(value),
             "relay-key-id" => key_id = Some(value),
+            "relay-consumer" => consumer = Some(Arc::from(value)),
             _ => return Err(DecodeError::Malformed("unknown header")),
         }
     }
@@ -197,6 +203,7 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         request_id,
         content_type,
         key_id,
+        consumer,
     })
 }
 
@@ -253,6 +260,7 @@ pub(crate) fn sample(i: usize) -> OriginalRecord {
         request_id: format!("id-{i}"),
         content_type: i.is_multiple_of(3).then(|| "application/json".into()),
         key_id: (!i.is_multiple_of(5)).then(|| "k1".into()),
+        consumer: i.is_multiple_of(2).then(|| "ios-app".into()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The spool's counters (one set per worker, written by that worker's sync thread and read by
 //! the metrics endpoint and `/readyz`; every read is lock-free except the error text).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use crate::metrics::family;
@@ -20,7 +20,10 @@ pub struct WorkerStats {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) synced_records: AtomicU64,
     pub(crate) replayed: AtomicU64,
-    pub(crate) truncated: AtomicU64,
+    /// Segments whose torn tail was cut at start (one write a crash interrupted each).
+    pub(crate) torn_tails: AtomicU64,
+    /// Bytes cut from live segments at start (torn tails, and what followed damage).
+    pub(crate) truncated_bytes: AtomicU64,
     pub(crate) quarantined: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     /// The last write error, while writes fail.
@@ -36,6 +39,11 @@ pub struct SpoolStats {
     /// Size of the last record refused for `max_bytes` (the spool counts as full while less
     /// than that is free).
     pub(crate) last_refused: AtomicU64,
+    /// Bytes kept or reserved, all workers: the one counter `max_bytes` is checked against.
+    /// Workers reserve with a compare-and-swap loop ([`try_reserve`](Self::try_reserve)), so
+    /// two workers can never both take the last free bytes; the sync threads move their
+    /// stored bytes into it ([`set_stored`](Self::set_stored)).
+    used: AtomicU64,
 }
 
 impl SpoolStats {
@@ -45,15 +53,54 @@ impl SpoolStats {
             max_bytes,
             retry_after_s,
             last_refused: AtomicU64::new(0),
+            used: AtomicU64::new(0),
         }
     }
 
     /// Bytes kept or reserved, all workers.
     pub fn used_bytes(&self) -> u64 {
-        self.workers
-            .iter()
-            .map(|w| w.stored.load(Relaxed) + w.reserved.load(Relaxed))
-            .sum()
+        self.used.load(SeqCst)
+    }
+
+    /// Takes `len` bytes of room for worker `w`'s next record, or refuses with the bytes in
+    /// use when `used + len` would pass `max_bytes` (exactly `max_bytes` fits). A CAS loop on
+    /// the shared counter, not load-then-add: concurrent reservers never overshoot together.
+    pub(crate) fn try_reserve(&self, w: usize, len: u64) -> Result<(), u64> {
+        let mut cur = self.used.load(SeqCst);
+        loop {
+            match cur.checked_add(len) {
+                Some(t) if t <= self.max_bytes => {}
+                _ => return Err(cur),
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, cur + len, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        self.workers[w].reserved.fetch_add(len, Relaxed);
+        Ok(())
+    }
+
+    /// Gives back `len` bytes reserved by worker `w` (written, or never written). Call after
+    /// [`set_stored`](Self::set_stored) when the bytes were written, so the counter never
+    /// dips below what is really kept.
+    pub(crate) fn release(&self, w: usize, len: u64) {
+        self.workers[w].reserved.fetch_sub(len, Relaxed);
+        self.used.fetch_sub(len, SeqCst);
+    }
+
+    /// Sets the bytes worker `w`'s segments keep (only its sync thread calls this) and moves
+    /// the difference into the shared counter.
+    pub(crate) fn set_stored(&self, w: usize, bytes: u64) {
+        let old = self.workers[w].stored.swap(bytes, Relaxed);
+        if bytes >= old {
+            self.used.fetch_add(bytes - old, SeqCst);
+        } else {
+            self.used.fetch_sub(old - bytes, SeqCst);
+        }
     }
 
     /// Records not yet acknowledged by Kafka, all workers.
@@ -95,7 +142,7 @@ pub fn render(out: &mut String, st: Option<&SpoolStats>, now_ms: i64) {
         &'static str,
         fn(&WorkerStats) -> u64,
     );
-    let per_worker: [Family; 8] = [
+    let per_worker: [Family; 9] = [
         (
             "relay_spool_bytes",
             "gauge",
@@ -126,11 +173,20 @@ pub fn render(out: &mut String, st: Option<&SpoolStats>, now_ms: i64) {
             "Records read back from disk and handed to Kafka (after a start, or after waiting for room).",
             |w| w.replayed.load(Relaxed),
         ),
+        // Segments and bytes, not records: a torn tail is one group-commit write a crash cut
+        // short, and its lost records cannot be counted from what reached the disk (the cut
+        // part may be zeros that were never framed). Nothing cut was acknowledged to a client.
         (
-            "relay_spool_truncated_records_total",
+            "relay_spool_torn_tails_total",
             "counter",
-            "Torn records cut from segment tails at start (writes a crash interrupted; never acknowledged).",
-            |w| w.truncated.load(Relaxed),
+            "Segments whose torn tail (a write a crash interrupted; never acknowledged) was cut at start.",
+            |w| w.torn_tails.load(Relaxed),
+        ),
+        (
+            "relay_spool_truncated_bytes_total",
+            "counter",
+            "Bytes cut from live segments at start: torn tails, and everything after damage in the middle (copied to <dir>/corrupt/ first).",
+            |w| w.truncated_bytes.load(Relaxed),
         ),
         (
             "relay_spool_quarantined_segments_total",
@@ -180,4 +236,69 @@ pub fn render(out: &mut String, st: Option<&SpoolStats>, now_ms: i64) {
         "relay_spool_max_bytes {}",
         st.map_or(0, |s| s.max_bytes)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn max_bytes_fits_exactly_and_refuses_one_byte_over() {
+        let st = SpoolStats::new(2, 1000, 1);
+        // Under the limit.
+        assert_eq!(st.try_reserve(0, 600), Ok(()));
+        // At the limit: exactly max_bytes fits.
+        assert_eq!(st.try_reserve(1, 400), Ok(()));
+        assert_eq!(st.used_bytes(), 1000);
+        // Over the limit: refused with what is in use, nothing taken.
+        assert_eq!(st.try_reserve(0, 1), Err(1000));
+        assert_eq!(st.used_bytes(), 1000);
+        // A record larger than the whole spool never fits.
+        let empty = SpoolStats::new(1, 1000, 1);
+        assert_eq!(empty.try_reserve(0, 1001), Err(0));
+        assert_eq!(empty.try_reserve(0, u64::MAX), Err(0));
+        // Written: the reservation becomes stored bytes; the total does not move.
+        st.set_stored(0, 600);
+        st.release(0, 600);
+        assert_eq!(st.used_bytes(), 1000);
+        assert_eq!(st.try_reserve(1, 1), Err(1000));
+        // Acknowledged segments deleted: room again.
+        st.set_stored(0, 100);
+        assert_eq!(st.used_bytes(), 500);
+        assert_eq!(st.try_reserve(1, 500), Ok(()));
+        assert_eq!(st.try_reserve(1, 1), Err(1000));
+        assert!(st.health().is_err(), "full spool: /readyz fails");
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_max_bytes() {
+        // 8 threads race for 100-byte slots of a 10_000-byte spool, 10 times over: exactly
+        // 100 succeed each round, and the counter never passes the limit.
+        for _ in 0..10 {
+            let st = Arc::new(SpoolStats::new(8, 10_000, 1));
+            let won = Arc::new(AtomicUsize::new(0));
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|w| {
+                    let (st, won, start) = (st.clone(), won.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for _ in 0..50 {
+                            if st.try_reserve(w, 100).is_ok() {
+                                won.fetch_add(1, Relaxed);
+                            }
+                            assert!(st.used_bytes() <= 10_000);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(won.load(Relaxed), 100);
+            assert_eq!(st.used_bytes(), 10_000);
+        }
+    }
 }

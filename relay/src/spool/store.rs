@@ -59,6 +59,9 @@ pub struct OpenReport {
     pub torn: Vec<(u64, u64)>,
     /// Segments damaged in the middle: (segment, offset, error, copy in `corrupt/`).
     pub corrupt: Vec<(u64, u64, String, PathBuf)>,
+    /// Bytes cut from the live segments: every torn tail, and everything after damage in the
+    /// middle (its segment was copied to `corrupt/` first).
+    pub truncated_bytes: u64,
 }
 
 /// One worker's spool directory.
@@ -101,13 +104,19 @@ impl Store {
             report.segments += 1;
             match v.damage {
                 Damage::None => {}
-                Damage::TornTail { bytes } => report.torn.push((seq, bytes)),
+                Damage::TornTail { bytes } => {
+                    report.truncated_bytes += bytes;
+                    report.torn.push((seq, bytes));
+                }
                 Damage::Corrupt {
                     at,
                     error,
                     quarantined,
-                    ..
-                } => report.corrupt.push((seq, at, error, quarantined)),
+                    bytes,
+                } => {
+                    report.truncated_bytes += bytes;
+                    report.corrupt.push((seq, at, error, quarantined));
+                }
             }
             let mark_off = segment::read_ack_mark(dir, seq);
             let mark = v.records.partition_point(|r| r.off < mark_off);

@@ -156,6 +156,11 @@ fn damage_in_the_middle_is_quarantined_and_reported() {
         "the copy is the damaged file"
     );
     assert!(copy.starts_with(tmp.path().join("corrupt")));
+    assert_eq!(
+        report.truncated_bytes,
+        bytes.len() as u64 - pos[1].off,
+        "everything from the damage on is cut from the live segment"
+    );
     // The valid record before the damage is still delivered.
     let got = unacked(&store);
     assert_eq!(got.keys().collect::<Vec<_>>(), ["id-1"]);
@@ -177,6 +182,7 @@ fn torn_tail_is_cut_and_reported() {
         .unwrap();
     let (store, report) = open(tmp.path(), 1 << 20);
     assert_eq!(report.torn, vec![(pos[0].seg, u64::from(pos[1].len) - 3)]);
+    assert_eq!(report.truncated_bytes, u64::from(pos[1].len) - 3);
     assert!(report.corrupt.is_empty());
     assert_eq!(unacked(&store).keys().collect::<Vec<_>>(), ["id-1"]);
     assert_eq!(

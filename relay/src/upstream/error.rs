@@ -50,6 +50,16 @@ pub enum UpstreamError {
         /// Seconds for Retry-After.
         retry_after_s: u32,
     },
+    /// The upstream's circuit breaker is open: refused without trying.
+    #[error(
+        "the upstream {upstream} is failing; its circuit is open, retry after {retry_after_s} s"
+    )]
+    Unavailable {
+        /// Upstream name.
+        upstream: String,
+        /// Seconds for Retry-After.
+        retry_after_s: u32,
+    },
     /// TLS handshake or certificate verification failed.
     #[error("TLS to the upstream {upstream} failed ({detail})")]
     Tls {

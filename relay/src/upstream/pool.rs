@@ -123,6 +123,19 @@ impl Pool {
         }
     }
 
+    /// Closes every idle connection to `node` (its address changed); returns how many.
+    pub fn drain_idle(&self, node: usize) -> usize {
+        let mut nodes = self.nodes.borrow_mut();
+        let n = &mut nodes[node];
+        let k = n.idle.len();
+        n.idle.clear();
+        n.open -= k;
+        for w in n.waiters.drain(..) {
+            w.wake();
+        }
+        k
+    }
+
     /// Idle connections (all nodes).
     pub fn idle_count(&self) -> usize {
         self.nodes.borrow().iter().map(|n| n.idle.len()).sum()

@@ -15,9 +15,6 @@ use super::config::UpstreamConfig;
 use super::error::UpstreamError;
 use super::stream::UpstreamStream;
 
-/// Largest upstream response head, in bytes.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
 /// A complete upstream response, ready to relay.
 #[derive(Debug)]
 pub struct UpstreamResponse {
@@ -129,7 +126,9 @@ pub async fn read_response(
     };
     let mut interim = 0;
     let head = loop {
-        let head = reader.read_head(is_head).await?;
+        let head = reader
+            .read_head(is_head, cfg.max_response_header_bytes)
+            .await?;
         if !head.is_interim() {
             break head;
         }
@@ -188,10 +187,14 @@ struct Reader<'s> {
 
 impl Reader<'_> {
     /// Reads one head (interim or final), scanned as bytes arrive and parsed once.
-    async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, ExchangeError> {
+    async fn read_head(
+        &mut self,
+        is_head: bool,
+        max_head: usize,
+    ) -> Result<ResponseHead, ExchangeError> {
         let mut scanner = HeadScanner::new();
         loop {
-            if let Some(span) = scanner.scan(&self.buf, MAX_RESPONSE_HEAD).map_err(bad)? {
+            if let Some(span) = scanner.scan(&self.buf, max_head).map_err(bad)? {
                 let head = ResponseHead::parse_complete(&self.buf[span.start..span.end], is_head)
                     .map_err(bad)?;
                 self.buf.drain(..span.end);

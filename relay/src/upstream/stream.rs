@@ -1,7 +1,9 @@
 //! A connection to an upstream node, plain TCP or TLS, with owned-buffer I/O helpers that work
-//! the same on the io_uring and epoll drivers.
+//! the same on the io_uring and epoll drivers, and a non-blocking check that a pooled
+//! connection has not been closed by the upstream while idle.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -28,11 +30,51 @@ pub async fn read_more<S: AsyncReadRent>(
 pub enum UpstreamStream {
     /// Plain HTTP.
     Plain(TcpStream),
-    /// HTTPS.
-    Tls(Box<ClientTlsStream<TcpStream>>),
+    /// HTTPS, with the TCP socket's descriptor (for [`UpstreamStream::is_stale`]).
+    Tls(Box<ClientTlsStream<TcpStream>>, RawFd),
 }
 
 impl UpstreamStream {
+    /// A TLS stream over `tcp`.
+    pub fn tls(s: ClientTlsStream<TcpStream>, fd: RawFd) -> UpstreamStream {
+        UpstreamStream::Tls(Box::new(s), fd)
+    }
+
+    /// The descriptor of the TCP socket.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            UpstreamStream::Plain(s) => s.as_raw_fd(),
+            UpstreamStream::Tls(_, fd) => *fd,
+        }
+    }
+
+    /// Whether an idle connection must not be reused: the upstream closed it (end of stream),
+    /// reset it, or sent bytes nobody asked for (a TLS close_notify, a stray response).
+    /// Never blocks: a `MSG_PEEK | MSG_DONTWAIT` receive of one byte.
+    pub fn is_stale(&self) -> bool {
+        let mut b = [0u8; 1];
+        // SAFETY: `raw_fd` is the open socket this stream owns for as long as `self` lives;
+        // `b` is a valid one-byte buffer; MSG_PEEK leaves the data in the socket and
+        // MSG_DONTWAIT makes the call return at once.
+        let n = unsafe {
+            libc::recv(
+                self.raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            )
+        } else {
+            true
+        }
+    }
+
     /// See [`read_more`].
     pub async fn read_more(
         &mut self,
@@ -41,7 +83,7 @@ impl UpstreamStream {
     ) -> (io::Result<usize>, Vec<u8>) {
         match self {
             UpstreamStream::Plain(s) => read_more(s, buf, min_spare).await,
-            UpstreamStream::Tls(s) => read_more(s.as_mut(), buf, min_spare).await,
+            UpstreamStream::Tls(s, _) => read_more(s.as_mut(), buf, min_spare).await,
         }
     }
 
@@ -49,7 +91,7 @@ impl UpstreamStream {
     pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let (r, buf) = match self {
             UpstreamStream::Plain(s) => s.write_all(buf).await,
-            UpstreamStream::Tls(s) => {
+            UpstreamStream::Tls(s, _) => {
                 let (r, b) = s.write_all(buf).await;
                 if r.is_err() {
                     return (r.map(|_| ()), b);

@@ -77,8 +77,14 @@ pub(super) fn start_broker(
     Ok((broker, addr))
 }
 
-/// Sum of `relay_kafka_records_delivered_total` on relay's admin endpoint.
+/// `relay_kafka_records_delivered_total` summed over topics, from relay's `/metrics`.
 pub(super) fn kafka_delivered(admin: &str) -> Option<u64> {
+    metric_sum(admin, "relay_kafka_records_delivered_total")
+}
+
+/// The sum of every series of the metric family `name` on relay's `/metrics` (`None` when the
+/// family has no series or the scrape fails).
+pub(super) fn metric_sum(admin: &str, name: &str) -> Option<u64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(admin).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -87,10 +93,10 @@ pub(super) fn kafka_delivered(admin: &str) -> Option<u64> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let mut sum = None;
-    for l in buf
-        .lines()
-        .filter(|l| l.starts_with("relay_kafka_records_delivered_total"))
-    {
+    for l in buf.lines().filter(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+    }) {
         let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
         sum = Some(sum.unwrap_or(0) + v as u64);
     }

@@ -223,6 +223,8 @@ mod tests {
             upstream_connections: 0,
             pii_violations: 0,
             kafka_records: None,
+            spool_fsyncs: None,
+            spool_records_per_fsync: None,
         }
     }
 

@@ -43,6 +43,12 @@ pub(super) struct Step {
     pub(super) upstream_connections: u64,
     pub(super) pii_violations: u64,
     pub(super) kafka_records: Option<u64>,
+    /// Spool group commits (`fdatasync`s) during the step (`spool` scenarios only).
+    #[serde(default)]
+    pub(super) spool_fsyncs: Option<u64>,
+    /// Records made durable per `fdatasync` during the step (`spool` scenarios only).
+    #[serde(default)]
+    pub(super) spool_records_per_fsync: Option<f64>,
 }
 
 /// One scenario of the run.
@@ -218,6 +224,11 @@ pub(super) fn ratios(scs: &[Scenario], p99_ms: f64) -> BTreeMap<String, Option<f
         ("io_uring/epoll (1 worker)", "uring-1w", "epoll-1w"),
         ("2 workers/1 worker (io_uring)", "uring-2w", "uring-1w"),
         ("scrub/plain proxy (1 worker)", "scrub-1w", "uring-1w"),
+        (
+            "one dead node/healthy (1 worker)",
+            "dead-node-1w",
+            "uring-1w",
+        ),
         ("full work/plain proxy (1 worker)", "full-1w", "uring-1w"),
         (
             "full work spool/memory (1 worker)",
@@ -313,16 +324,16 @@ pub(super) fn markdown(r: &Report, pin_note: &str, taskset: bool) -> String {
         );
         let _ = writeln!(
             m,
-            "| target TPS | achieved TPS | p50 | p95 | p99 | p99.9 | max | errors | proxy CPU % | proxy CPU µs/req | loadgen CPU µs/req | upstream CPU µs/req | proxy RSS MiB | upstream reqs | PII leaks | Kafka records |"
+            "| target TPS | achieved TPS | p50 | p95 | p99 | p99.9 | max | errors | proxy CPU % | proxy CPU µs/req | loadgen CPU µs/req | upstream CPU µs/req | proxy RSS MiB | upstream reqs | PII leaks | Kafka records | records/fsync |"
         );
         let _ = writeln!(
             m,
-            "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         );
         for st in sc.steps.iter().chain(sc.max.iter()) {
             let _ = writeln!(
                 m,
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 st.target_tps
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "max (closed loop)".into()),
@@ -347,6 +358,10 @@ pub(super) fn markdown(r: &Report, pin_note: &str, taskset: bool) -> String {
                 st.kafka_records
                     .map(|k| k.to_string())
                     .unwrap_or_else(|| "n/a".into()),
+                match (st.spool_records_per_fsync, st.spool_fsyncs) {
+                    (Some(r), Some(n)) => format!("{r:.1} ({n} fsyncs)"),
+                    _ => "–".into(),
+                },
             );
         }
         let _ = writeln!(
@@ -357,6 +372,7 @@ pub(super) fn markdown(r: &Report, pin_note: &str, taskset: bool) -> String {
             opt(sc.median_cpu_us_per_req, 1)
         );
     }
+    m.push_str(&delivery_modes_md(r));
     let _ = writeln!(m, "## Ratios (same run)\n");
     let _ = writeln!(m, "| ratio | value |\n|---|---:|");
     for (k, v) in &r.ratios {
@@ -372,6 +388,64 @@ pub(super) fn markdown(r: &Report, pin_note: &str, taskset: bool) -> String {
     if let Some(p) = &r.capacity_plan {
         m.push_str(&p.markdown());
     }
+    m
+}
+
+/// The full-work scenario in each delivery mode side by side (issue 12): CPU µs/request and
+/// p99 at each mode's highest safe step and over all clean steps, and records per `fdatasync`
+/// (spool only). Empty when none of those scenarios ran.
+fn delivery_modes_md(r: &Report) -> String {
+    let modes = [
+        ("memory", "full-1w"),
+        ("spool", "full-spool-1w"),
+        ("ack", "full-ack-1w"),
+    ];
+    let ran: Vec<(&str, &Scenario)> = modes
+        .iter()
+        .filter_map(|(mode, n)| {
+            r.scenarios
+                .iter()
+                .find(|s| s.name == *n && s.skipped.is_none())
+                .map(|s| (*mode, s))
+        })
+        .collect();
+    if ran.is_empty() {
+        return String::new();
+    }
+    let mut m = String::new();
+    let _ = writeln!(m, "## Delivery modes (full work, 1 worker)\n");
+    let _ = writeln!(
+        m,
+        "| delivery | scenario | safe TPS | p99 ms at safe TPS | CPU µs/req at safe TPS | median CPU µs/req | records/fsync (all steps) |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    for (mode, sc) in ran {
+        let at = sc
+            .safe_tps
+            .and_then(|t| sc.steps.iter().find(|s| s.target_tps == Some(t)));
+        let (fsyncs, recs) = sc
+            .steps
+            .iter()
+            .chain(sc.max.iter())
+            .filter_map(|s| Some((s.spool_fsyncs?, s.spool_records_per_fsync?)))
+            .fold((0u64, 0f64), |(f, r), (n, per)| (f + n, r + per * n as f64));
+        let per_fsync = (fsyncs > 0).then(|| recs / fsyncs as f64);
+        let _ = writeln!(
+            m,
+            "| {mode} | {} | {} | {} | {} | {} | {} |",
+            sc.name,
+            sc.safe_tps
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "none".into()),
+            at.map(|s| ms(s.p99_us)).unwrap_or_else(|| "–".into()),
+            opt(at.and_then(|s| s.proxy_cpu_us_per_req), 1),
+            opt(sc.median_cpu_us_per_req, 1),
+            opt(per_fsync, 1),
+        );
+    }
+    let _ = writeln!(
+        m,
+        "\nGoal (issue 12): spool costs at most 15 % more CPU per request than memory at 10k req/s; see the ratio `full work spool/memory` below.\n"
+    );
     m
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use super::broker::{kafka_delivered, start_broker, TOPIC};
+use super::broker::{kafka_delivered, metric_sum, start_broker, TOPIC};
 use super::cpus::{taskset, Cpus};
 use super::procs::{cpu_ticks, tree_cpu_ticks, tree_rss_mib, Proc};
 use super::references::{self, Reference};
@@ -40,6 +40,7 @@ pub(super) struct ScenarioSpec {
 pub(super) const ALL: &[&str] = &[
     "direct",
     "uring-1w",
+    "dead-node-1w",
     "epoll-1w",
     "uring-2w",
     "scrub-1w",
@@ -58,6 +59,11 @@ pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
         },
         "uring-1w" => ScenarioSpec {
             what: "relay plain proxy, io_uring, 1 worker",
+            relay: Some(("io_uring", 1, Work::Proxy)),
+            reference: None,
+        },
+        "dead-node-1w" => ScenarioSpec {
+            what: "relay plain proxy, io_uring, 1 worker, two upstream nodes of which one is dead (refuses connections): outlier ejection + health checks on",
             relay: Some(("io_uring", 1, Work::Proxy)),
             reference: None,
         },
@@ -186,6 +192,23 @@ fn with_delivery(scenario: &str, out: &Path, config: String) -> String {
     c
 }
 
+/// The `dead-node-1w` configuration: a second node where nothing listens (a port bound and
+/// released), passive outlier ejection and active health checks on the upstream (probing the
+/// stub's `GET /__stats`, which its request counters leave out).
+fn with_dead_node(config: String) -> Result<String> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Ok(dead_node_config(config, dead))
+}
+
+fn dead_node_config(config: String, dead: std::net::SocketAddr) -> String {
+    let c = config.replacen("\"]\n", &format!("\", \"{dead}\"]\n"), 1);
+    c.replacen(
+        "\n[[routes]]",
+        "\n[upstreams.outlier]\nconsecutive_failures = 3\nbase_ejection_ms = 5000\n\n[upstreams.health]\npath = \"/__stats\"\ninterval_ms = 1000\ntimeout_ms = 500\n\n[[routes]]",
+        1,
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_scenario(
     name: &str,
@@ -296,6 +319,9 @@ pub(super) fn run_scenario(
                 }
             },
             Work::Scrub => relay_config(engine, workers, &upstream, true, None),
+            Work::Proxy if name == "dead-node-1w" => {
+                with_dead_node(relay_config(engine, workers, &upstream, false, None))?
+            }
             Work::Proxy => relay_config(engine, workers, &upstream, false, None),
         };
         let cfg_path = out.join(format!("relay-{name}.toml"));
@@ -519,6 +545,8 @@ pub(super) fn step(
     let before = stub_stats(upstream)?;
     // The counter appears with the first record: absent means 0.
     let kafka0 = kafka_admin.map(|a| kafka_delivered(a).unwrap_or(0));
+    // Spool group commits: present only where relay has a spool.
+    let fsync0 = kafka_admin.and_then(spool_fsync_counts);
     let cpu0 = proxy_pid.and_then(tree_cpu_ticks);
     let stub0 = cpu_ticks(stub_pid);
     let t0 = Instant::now();
@@ -549,6 +577,14 @@ pub(super) fn step(
     let cpu1 = proxy_pid.and_then(tree_cpu_ticks);
     let stub1 = cpu_ticks(stub_pid);
     let after = stub_stats(upstream)?;
+    let fsync1 = kafka_admin.and_then(spool_fsync_counts);
+    let (spool_fsyncs, spool_records_per_fsync) = match (fsync0, fsync1) {
+        (Some((f0, r0)), Some((f1, r1))) => {
+            let (f, r) = (f1.saturating_sub(f0), r1.saturating_sub(r0));
+            (Some(f), (f > 0).then(|| r as f64 / f as f64))
+        }
+        _ => (None, None),
+    };
     let r: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let u = |v: &Value| v.as_u64().unwrap_or(0);
     let lat = &r["latency_us"];
@@ -613,6 +649,37 @@ pub(super) fn step(
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         },
+        spool_fsyncs,
+        spool_records_per_fsync,
     };
     Ok(st)
+}
+
+/// (`relay_spool_fsyncs_total`, `relay_spool_fsync_records_total`), all workers; `None`
+/// without a spool (the families have no series).
+fn spool_fsync_counts(admin: &str) -> Option<(u64, u64)> {
+    Some((
+        metric_sum(admin, "relay_spool_fsyncs_total")?,
+        metric_sum(admin, "relay_spool_fsync_records_total")?,
+    ))
+}
+
+#[cfg(test)]
+mod dead_node_tests {
+    use super::*;
+
+    #[test]
+    fn the_dead_node_scenario_adds_a_node_and_the_resilience_tables() {
+        let c = dead_node_config(
+            relay_config("io_uring", 1, "127.0.0.1:9000", false, None),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        assert!(
+            c.contains("nodes = [\"127.0.0.1:9000\", \"127.0.0.1:1\"]"),
+            "{c}"
+        );
+        let outlier = c.find("[upstreams.outlier]").unwrap();
+        let routes = c.find("[[routes]]").unwrap();
+        assert!(outlier < routes && c.contains("[upstreams.health]"), "{c}");
+    }
 }
