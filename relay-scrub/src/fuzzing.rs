@@ -7,18 +7,40 @@
 //! through a dev-dependency of the crate on itself, so a corpus file means the same thing to
 //! libFuzzer and to `cargo test`.
 //!
-//! Input layout: the first byte picks the policy (`byte % 4`, see [`policies`]) and the media
-//! type (`byte & 0x80`: NDJSON, else JSON); the rest is the body. [`check_engines`] panics when
+//! Input layout: the first byte `sel` picks the policy (`sel % 4`, see [`policies`]) and the
+//! Content-Type (`sel >> 6`, see [`MEDIA_TYPES`]: bit 7 set is NDJSON, clear is JSON); the rest
+//! is the body. [`check_engines`] panics when
 //!
 //! - the simd engine and the walker disagree: different output bytes or count, or different
 //!   refusals (code, status and message), or one accepts what the other refuses;
 //! - [`Engine::Auto`] answers differently from the walker;
 //! - an accepted body's output is not itself accepted by the walker (pseudonyms are quoted hex,
-//!   so scrubbing never breaks the JSON), or a body without any PII rule match changes.
+//!   so scrubbing never breaks the JSON), or a body without any PII rule match changes;
+//! - the output is longer than [`max_output_len`] allows for its input and count (each hashed
+//!   value of at least one byte becomes one quoted 64-digit pseudonym; nothing else grows).
 
 use std::sync::OnceLock;
 
+use crate::hashing::HEX_LEN;
 use crate::{Engine, HashAlgorithm, KeyCase, KvPairConfig, PiiPolicyConfig, Scrubber};
+
+/// The Content-Types a fuzz input picks from by `sel >> 6`: JSON (named, and absent, which
+/// relay treats as JSON), NDJSON (two spellings, one with a charset parameter).
+pub const MEDIA_TYPES: [Option<&str>; 4] = [
+    Some("application/json"),
+    None,
+    Some("application/x-ndjson"),
+    Some("application/jsonl; charset=utf-8"),
+];
+
+/// The longest output (bytes) a scrub of `input_len` bytes that hashed `hashed` values may give:
+/// each hashed value (at least one byte: `1`, `""` is two) is replaced by its pseudonym, a quoted
+/// 64-digit hex string ([`HEX_LEN`] + 2 bytes), and every other byte is copied once.
+pub fn max_output_len(input_len: usize, hashed: u64) -> usize {
+    let per_value = HEX_LEN + 2 - 1;
+    input_len
+        .saturating_add(usize::try_from(hashed).map_or(usize::MAX, |n| n.saturating_mul(per_value)))
+}
 
 /// The policies the fuzz input picks from: fields and paths; the same with insensitive keys and
 /// OTLP-style key/value pairs; a shallow one (`max_depth = 4`) on other names; one that matches
@@ -66,16 +88,12 @@ pub fn check_engines(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let ct = if sel & 0x80 != 0 {
-        "application/x-ndjson"
-    } else {
-        "application/json"
-    };
+    let ct = MEDIA_TYPES[usize::from(sel >> 6)];
     let idx = usize::from(sel % 4);
     let s = &policies()[idx];
     let walker = compare_engines(s, ct, body);
     let auto = s.clone().with_engine(Engine::Auto);
-    let a = auto.scrub_body(Some(ct), None, body);
+    let a = auto.scrub_body(ct, None, body);
     match (&walker, &a) {
         (Ok((wb, wn)), Ok(x)) => {
             assert_eq!(*wb, x.body, "auto output differs from the walker");
@@ -85,10 +103,16 @@ pub fn check_engines(data: &[u8]) {
         _ => panic!("auto and the walker disagree: walker {walker:?}, auto {a:?}"),
     }
     if let Ok((out, n)) = &walker {
+        assert!(
+            out.len() <= max_output_len(body.len(), *n),
+            "the output grew past its limit: {} bytes from {} with {n} values hashed",
+            out.len(),
+            body.len()
+        );
         let again = s
             .clone()
             .with_engine(Engine::Walker)
-            .scrub_body(Some(ct), None, out);
+            .scrub_body(ct, None, out);
         assert!(
             again.is_ok() || out.is_empty(),
             "the scrubbed output is refused: {again:?}"
@@ -104,18 +128,18 @@ pub fn check_engines(data: &[u8]) {
     }
 }
 
-/// Scrubs `body` (media type `ct`) with the walker and with the simd engine (forced, so its
+/// Scrubs `body` (Content-Type `ct`, `None` for absent) with the walker and with the simd engine (forced, so its
 /// fallback decision is exercised too) and panics unless both give the same output and count or
 /// the same refusal; returns the walker's result as `(output, count)`.
 pub fn compare_engines(
     s: &Scrubber,
-    ct: &str,
+    ct: Option<&str>,
     body: &[u8],
 ) -> Result<(Vec<u8>, u64), crate::ScrubError> {
     let walker = s.clone().with_engine(Engine::Walker);
     let simd = s.clone().with_engine(Engine::Simd);
-    let a = walker.scrub_body(Some(ct), None, body);
-    let b = simd.scrub_body(Some(ct), None, body);
+    let a = walker.scrub_body(ct, None, body);
+    let b = simd.scrub_body(ct, None, body);
     match (&a, &b) {
         (Ok(x), Ok(y)) => {
             assert_eq!(
