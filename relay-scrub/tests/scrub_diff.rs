@@ -449,6 +449,11 @@ const N: &[&str] = &[
     "{\"user_id\":[1,]}",
     "{\"user_id\":tru}",
     "{\"user_id\":\"a\"}\u{0}",
+    // Bad escapes inside a key/value shape (policy 1 looks ahead into these objects): the
+    // look-ahead once decoded them unchecked and panicked (found by the `scrub` fuzz target).
+    "[{\"\\AAAA\\\\\":1}]",
+    "[{\"key\":\"\\AAAA\\\\\",\"value\":1}]",
+    "[{\"key\":\"\\ud800x\\\\\",\"value\":1}]",
 ];
 
 const I: &[&str] = &[
