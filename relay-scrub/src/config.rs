@@ -166,6 +166,12 @@ pub struct PiiPolicyConfig {
     /// `kv_pairs = [{ key = "key", value = "value" }]` for OTLP attributes. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kv_pairs: Vec<KvPairConfig>,
+    /// Path patterns whose `{name}` segments are PII: in a request path that matches one (same
+    /// number of segments, literal segments equal), those segments are replaced by their
+    /// pseudonyms in the forwarded target, e.g. `path_params = ["/users/{user_id}/events"]`.
+    /// The first matching pattern applies; routing uses the path as sent. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_params: Vec<String>,
     /// The egress guard: detectors run over the scrubbed body, query and headers
     /// (`[pii.NAME.guard]`). Default: off.
     #[serde(default)]
@@ -223,6 +229,7 @@ impl Default for PiiPolicyConfig {
             query_separators: QuerySeparators::default(),
             query_array_brackets: false,
             kv_pairs: Vec::new(),
+            path_params: Vec::new(),
             guard: GuardConfig::default(),
         }
     }
@@ -281,11 +288,12 @@ impl PiiPolicyConfig {
             && self.paths.is_empty()
             && self.query_params.is_empty()
             && self.headers.is_empty()
+            && self.path_params.is_empty()
             && !self.guard.is_on()
         {
             p.push(
                 field,
-                "the policy hashes nothing: list at least one of fields, paths, query_params or headers",
+                "the policy hashes nothing: list at least one of fields, paths, query_params, headers or path_params",
             );
         }
         for (i, f) in self.fields.iter().enumerate() {
@@ -329,6 +337,11 @@ impl PiiPolicyConfig {
                     format!("{field}.kv_pairs[{i}]"),
                     "key and value must be two different, non-empty member names, e.g. { key = \"key\", value = \"value\" }",
                 );
+            }
+        }
+        for (i, pp) in self.path_params.iter().enumerate() {
+            if let Err(e) = crate::path::PathPattern::parse(pp) {
+                p.push(format!("{field}.path_params[{i}]"), e);
             }
         }
         if !self.kv_pairs.is_empty() && self.fields.is_empty() {

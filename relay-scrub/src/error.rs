@@ -17,6 +17,9 @@ pub struct ScrubError {
     pub status: u16,
     /// What was wrong and what to do.
     pub message: String,
+    /// For `pii_detected`: the egress guard detector that refused (for per-detector metrics);
+    /// `None` otherwise.
+    pub detector: Option<String>,
 }
 
 impl ScrubError {
@@ -26,6 +29,7 @@ impl ScrubError {
             code,
             status: 400,
             message,
+            detector: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl ScrubError {
             code,
             status: 415,
             message,
+            detector: None,
         }
     }
 
@@ -79,6 +84,7 @@ impl ScrubError {
                  policy refuses to forward; remove it from the event or list the field in the policy \
                  so it is pseudonymised"
             ),
+            detector: Some(detector.to_string()),
         }
     }
 

@@ -71,8 +71,11 @@ pub struct GuardConfig {
     /// Named regexes (Rust `regex` syntax), each with its action. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regex: Vec<RegexDetectorConfig>,
-    /// Kafka topic for `report` findings (detector, place, route, request id; never the value).
-    /// Default: none (findings are only counted). Publishing is done by relay.
+    /// Kafka topic for requests with `report` findings: one record per such request, whose
+    /// payload is the scrubbed body as forwarded and whose headers name each finding's detector
+    /// and place (`relay-guard-detector`, `relay-guard-path`), the route and request id, and the
+    /// receipt. Needs relay's `[kafka]` section. Default: none (findings are only counted).
+    /// Publishing is done by relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine_topic: Option<String>,
 }
@@ -155,15 +158,18 @@ impl GuardConfig {
 
 const BUILTIN: &[&str] = &["email", "phone", "ip", "card", "iban"];
 
-/// What the guard found under a `report` action: which detector, and where (a JSON path such as
-/// `$.events[2].note` (prefixed with `line N: ` for NDJSON), `query.NAME` or `header.NAME`).
-/// Never the value.
+/// What the guard found under a `report` or `hash` action: which detector, and where (a JSON
+/// path such as `$.events[2].note` (prefixed with `line N: ` for NDJSON), `query.NAME` or
+/// `header.NAME`). One per detector per value it matched in. Never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Detector name (`email`, `phone`, `ip`, `card`, `iban`, or a regex's name).
     pub detector: String,
     /// Where it was found.
     pub place: String,
+    /// [`GuardAction::Report`] (forwarded as is: count and quarantine) or [`GuardAction::Hash`]
+    /// (the spans were replaced: count only).
+    pub action: GuardAction,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +194,7 @@ struct Detector {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Guard {
     detectors: Vec<Detector>,
+    quarantine_topic: Option<String>,
 }
 
 fn re(p: &str) -> Regex {
@@ -251,12 +258,31 @@ impl Guard {
                 action: r.action,
             });
         }
-        Ok(Guard { detectors: d })
+        Ok(Guard {
+            detectors: d,
+            quarantine_topic: c.quarantine_topic.clone(),
+        })
     }
 
     /// Whether any detector is configured.
     pub(crate) fn is_on(&self) -> bool {
         !self.detectors.is_empty()
+    }
+
+    /// `(name, action)` of each detector, once per name, in configuration order.
+    pub(crate) fn detectors(&self) -> Vec<(String, GuardAction)> {
+        let mut v: Vec<(String, GuardAction)> = Vec::new();
+        for d in &self.detectors {
+            if !v.iter().any(|(n, _)| *n == d.name) {
+                v.push((d.name.clone(), d.action));
+            }
+        }
+        v
+    }
+
+    /// The topic for `report` findings.
+    pub(crate) fn quarantine_topic(&self) -> Option<&str> {
+        self.quarantine_topic.as_deref()
     }
 
     /// Runs the detectors over `text`: `Err` on a `reject` match, `report` matches appended to
@@ -285,10 +311,16 @@ impl Guard {
                     GuardAction::Report => break,
                 }
             }
-            if hit && d.action == GuardAction::Report {
+            // One finding per detector per value (the two `ip` kinds count once).
+            if hit
+                && !findings.last().is_some_and(|f| {
+                    f.detector == d.name && f.action == d.action && f.place == place()
+                })
+            {
                 findings.push(Finding {
                     detector: d.name.clone(),
                     place: place(),
+                    action: d.action,
                 });
             }
         }

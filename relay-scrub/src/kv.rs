@@ -7,7 +7,7 @@
 //! refusal to the validating walk that follows.
 
 use crate::matcher::Matcher;
-use crate::walker::{decode_string, is_json_ws};
+use crate::walker::{decode_string, escape_end, is_json_ws};
 
 /// For the object starting at `src[pos] == b'{'` (ending before `limit`), the value member name
 /// of the first configured shape whose name member is a string naming one of the policy's
@@ -65,13 +65,15 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index after the closing quote of the string opening at `i`.
+/// The index after the closing quote of the string opening at `i`; `None` unless the string
+/// is valid (escapes as the walker checks them, no raw control character): only such strings
+/// go to `decode_string`, which reads escapes without checking them.
 fn string_end(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     while j < s.len() {
         match s[j] {
             b'"' => return Some(j + 1),
-            b'\\' => j += 2,
+            b'\\' => j = escape_end(s, j).ok()?,
             b if b < 0x20 => return None,
             _ => j += 1,
         }
@@ -79,14 +81,11 @@ fn string_end(s: &[u8], i: usize) -> Option<usize> {
     None
 }
 
-/// The index after the value starting at `i` (skipped, not validated beyond its extent; escape
-/// sequences must be well formed for `decode_string`, so strings with a bad escape give `None`).
+/// The index after the value starting at `i` (skipped, not validated beyond its extent; a
+/// string with a bad escape gives `None`, see [`string_end`]).
 fn value_end(s: &[u8], i: usize) -> Option<usize> {
     match s.get(i)? {
-        b'"' => {
-            let end = string_end(s, i)?;
-            valid_escapes(&s[i + 1..end - 1]).then_some(end)
-        }
+        b'"' => string_end(s, i),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut j = i;
@@ -117,27 +116,4 @@ fn value_end(s: &[u8], i: usize) -> Option<usize> {
             (j > i).then_some(j)
         }
     }
-}
-
-/// Whether every escape in a string body is one `decode_string` can read (no panics on a
-/// truncated `\u` at the end).
-fn valid_escapes(raw: &[u8]) -> bool {
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\' {
-            match raw.get(i + 1) {
-                Some(b'u') => {
-                    if raw.len() < i + 6 || !raw[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit) {
-                        return false;
-                    }
-                    i += 6;
-                }
-                Some(_) => i += 2,
-                None => return false,
-            }
-        } else {
-            i += 1;
-        }
-    }
-    true
 }

@@ -18,7 +18,8 @@
 //! SHA-256), [`media`] (accepted Content-Type / Content-Encoding), [`guard`] (egress detectors),
 //! [`receipt`] (what was forwarded, under which rules), `matcher` (fields, paths, key/value
 //! shapes), `walker` and `simd` (the engines), `kv` (key/value look-ahead), `query` (query
-//! strings), [`error`].
+//! strings), `path` (PII path segments), [`error`], and `fuzzing` (feature `fuzzing`: the
+//! engine comparison shared by the fuzz target and the corpus replay test).
 //!
 //! Bodies: one JSON value (usually an event object or an array of events; a bare scalar is
 //! accepted and has nothing to hash), or NDJSON. A zero-length body passes unchanged; a body of
@@ -34,6 +35,7 @@ pub mod hashing;
 mod kv;
 mod matcher;
 pub mod media;
+mod path;
 mod query;
 pub mod receipt;
 mod simd;
@@ -100,6 +102,7 @@ pub struct Scrubber {
     query_params: Vec<Box<[u8]>>,
     query_semicolon: bool,
     query_brackets: bool,
+    path_params: Vec<path::PathPattern>,
     headers: Vec<String>,
     header_fold_underscore: bool,
     hasher: Hasher,
@@ -130,7 +133,8 @@ pub struct Scrubbed {
     /// spans hashed by the egress guard.
     pub fields_hashed: u64,
     /// What the egress guard found under `report` (the body is forwarded; the caller counts
-    /// them and may publish them to the policy's quarantine topic).
+    /// them and may publish them to the policy's quarantine topic) and under `hash` (the spans
+    /// were replaced; for the caller's per-detector counts). See [`Finding::action`].
     pub findings: Vec<Finding>,
 }
 
@@ -175,6 +179,12 @@ impl Scrubber {
                 .collect(),
             query_semicolon: policy.query_separators == QuerySeparators::AmpSemicolon,
             query_brackets: policy.query_array_brackets,
+            path_params: policy
+                .path_params
+                .iter()
+                .map(|p| path::PathPattern::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("path_params: {e}"))?,
             headers: policy
                 .headers
                 .iter()
@@ -215,6 +225,27 @@ impl Scrubber {
     /// Whether the egress guard has any detector.
     pub fn guard_is_on(&self) -> bool {
         self.guard.is_on()
+    }
+
+    /// The egress guard's detectors as `(name, action)`, in configuration order, each once (for
+    /// per-detector metrics).
+    pub fn guard_detectors(&self) -> Vec<(String, GuardAction)> {
+        self.guard.detectors()
+    }
+
+    /// The Kafka topic for `report` findings, when the policy has one.
+    pub fn quarantine_topic(&self) -> Option<&str> {
+        self.guard.quarantine_topic()
+    }
+
+    /// The request path (from its `/`, without the query) as forwarded: the `{name}` segments of
+    /// the first matching `path_params` pattern replaced by their pseudonyms, and how many were
+    /// hashed; `None` when no pattern matches (forward the path as sent).
+    pub fn scrub_path(&self, path: &str) -> Option<(String, u64)> {
+        if self.path_params.is_empty() {
+            return None;
+        }
+        path::scrub_path(path, &self.path_params, &self.hasher)
     }
 
     /// Scrubs a body. Errors (400, 415 for media type/charset/coding, 422 `pii_detected` from
@@ -446,6 +477,7 @@ impl From<ScrubFound> for ScrubError {
                 code: "internal",
                 status: 500,
                 message: "the scrubber stopped unexpectedly; report this bug".into(),
+                detector: None,
             },
         }
     }
@@ -519,6 +551,9 @@ fn empty_body() -> ScrubError {
         "the body holds no JSON value (only whitespace); send one JSON event or batch".into(),
     )
 }
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests;

@@ -67,6 +67,11 @@ pub fn policy_digest(p: &PiiPolicyConfig) -> String {
     list(&mut s, "fields", p.fields.iter().cloned());
     list(&mut s, "paths", p.paths.iter().cloned());
     list(&mut s, "query_params", p.query_params.iter().cloned());
+    // Added after v1 digests were issued: only part of the digest when set, so the digests of
+    // policies without path parameters are unchanged.
+    if !p.path_params.is_empty() {
+        list(&mut s, "path_params", p.path_params.iter().cloned());
+    }
     list(
         &mut s,
         "headers",

@@ -389,6 +389,17 @@ fn guard_reject_hash_report_and_off() {
     )));
     assert_eq!(r.fields_hashed, 3);
     serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    // Each hashing detector is named once per value it matched in (per-detector metrics).
+    let mut hashed: Vec<(&str, GuardAction)> = r
+        .findings
+        .iter()
+        .map(|f| (f.detector.as_str(), f.action))
+        .collect();
+    hashed.sort_by_key(|(d, _)| *d);
+    assert_eq!(
+        hashed,
+        [("card", GuardAction::Hash), ("email", GuardAction::Hash)]
+    );
     // Report: forwarded unchanged, findings returned.
     let s = guarded(GuardConfig {
         phone: Some(GuardAction::Report),
@@ -400,7 +411,8 @@ fn guard_reject_hash_report_and_off() {
         r.findings,
         vec![Finding {
             detector: "phone".into(),
-            place: "$.list[1]".into()
+            place: "$.list[1]".into(),
+            action: GuardAction::Report,
         }]
     );
     // NDJSON paths carry the line; query and headers are guarded too.
@@ -417,6 +429,14 @@ fn guard_reject_hash_report_and_off() {
         )
         .unwrap_err();
     assert!(e.message.contains("line 2: $.a[0]"), "{}", e.message);
+    assert_eq!(e.detector.as_deref(), Some("ip"));
+    assert_eq!(
+        s.guard_detectors(),
+        [
+            ("email".to_string(), GuardAction::Hash),
+            ("ip".to_string(), GuardAction::Reject)
+        ]
+    );
     let mut f = Vec::new();
     assert_eq!(
         s.guard_query("x=1&to=a%40b.io", &mut f).unwrap(),
@@ -431,4 +451,51 @@ fn guard_reject_hash_report_and_off() {
         s.guard_header("User-Agent", b"Mozilla/5.0", &mut f),
         Ok(None)
     );
+}
+
+#[test]
+fn path_params_hash_matching_segments_and_only_when_configured() {
+    let s = policy_with(|p| {
+        p.path_params = vec![
+            "/v1/users/{user_id}/events".into(),
+            "/v1/devices/{device_id}".into(),
+        ]
+    });
+    let u = Hasher::Sha256.hex(b"alice@example.com");
+    assert_eq!(
+        s.scrub_path("/v1/users/alice%40example.com/events"),
+        Some((format!("/v1/users/{u}/events"), 1))
+    );
+    assert_eq!(
+        s.scrub_path("/v1/devices/d-9"),
+        Some((format!("/v1/devices/{}", Hasher::Sha256.hex(b"d-9")), 1))
+    );
+    assert_eq!(s.scrub_path("/v1/users/alice/other"), None);
+    // Off: the same path passes unchanged.
+    let off = policy_with(|_| {});
+    assert_eq!(off.scrub_path("/v1/users/alice%40example.com/events"), None);
+    // The rules are part of the policy digest.
+    assert_ne!(s.policy_digest(), off.policy_digest());
+    // `relay check`: a pattern that cannot apply is named.
+    let mut p = Problems::default();
+    PiiPolicyConfig {
+        fields: vec!["x".into()],
+        path_params: vec!["/ok/{id}".into(), "no-slash/{id}".into(), "/none".into()],
+        ..PiiPolicyConfig::default()
+    }
+    .validate("pii.p", &mut p);
+    let fields: Vec<&str> = p.0.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["pii.p.path_params[1]", "pii.p.path_params[2]"],
+        "{p:?}"
+    );
+    // A policy with only path parameters hashes something.
+    let mut p = Problems::default();
+    PiiPolicyConfig {
+        path_params: vec!["/u/{id}".into()],
+        ..PiiPolicyConfig::default()
+    }
+    .validate("pii.p", &mut p);
+    assert!(p.is_empty(), "{p:?}");
 }

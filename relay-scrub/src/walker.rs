@@ -420,35 +420,40 @@ impl<'a> Walker<'a> {
 
     /// Validates the escape at `i` (on the backslash); returns the index after it.
     fn escape(&self, i: usize) -> Result<usize, Stop> {
-        let s = &self.src[..self.limit];
-        match s.get(i + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
-            Some(b'u') => {
-                let cu =
-                    read_u4(s, i + 2).ok_or(Stop::Json(i, "expected 4 hex digits after \\u"))?;
-                match cu {
-                    0xD800..=0xDBFF => {
-                        if s.get(i + 6) == Some(&b'\\') && s.get(i + 7) == Some(&b'u') {
-                            let lo = read_u4(s, i + 8)
-                                .ok_or(Stop::Json(i + 6, "expected 4 hex digits after \\u"))?;
-                            if (0xDC00..=0xDFFF).contains(&lo) {
-                                return Ok(i + 12);
-                            }
+        escape_end(&self.src[..self.limit], i)
+    }
+}
+
+/// Validates the escape at `s[i]` (on the backslash) by RFC 8259 (surrogate escapes paired);
+/// returns the index after it. Also used by the key/value look-ahead (`kv`), which must hand
+/// [`decode_string`] only strings that pass this.
+pub(crate) fn escape_end(s: &[u8], i: usize) -> Result<usize, Stop> {
+    match s.get(i + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        Some(b'u') => {
+            let cu = read_u4(s, i + 2).ok_or(Stop::Json(i, "expected 4 hex digits after \\u"))?;
+            match cu {
+                0xD800..=0xDBFF => {
+                    if s.get(i + 6) == Some(&b'\\') && s.get(i + 7) == Some(&b'u') {
+                        let lo = read_u4(s, i + 8)
+                            .ok_or(Stop::Json(i + 6, "expected 4 hex digits after \\u"))?;
+                        if (0xDC00..=0xDFFF).contains(&lo) {
+                            return Ok(i + 12);
                         }
-                        Err(Stop::Json(
-                            i,
-                            "a high surrogate escape must be followed by a low surrogate escape",
-                        ))
                     }
-                    0xDC00..=0xDFFF => Err(Stop::Json(
+                    Err(Stop::Json(
                         i,
-                        "a low surrogate escape without a high surrogate",
-                    )),
-                    _ => Ok(i + 6),
+                        "a high surrogate escape must be followed by a low surrogate escape",
+                    ))
                 }
+                0xDC00..=0xDFFF => Err(Stop::Json(
+                    i,
+                    "a low surrogate escape without a high surrogate",
+                )),
+                _ => Ok(i + 6),
             }
-            _ => Err(Stop::Json(i, "invalid escape in a string")),
         }
+        _ => Err(Stop::Json(i, "invalid escape in a string")),
     }
 }
 
@@ -506,7 +511,9 @@ fn read_u4(s: &[u8], i: usize) -> Option<u16> {
     Some(v)
 }
 
-/// Appends the decoded text of a validated string body (between the quotes) to `out`.
+/// Appends the decoded text of a validated string body (between the quotes) to `out`. Total on
+/// any input (a bad escape decodes to U+FFFD, a trailing backslash is kept), but only the
+/// decoding of validated strings means anything.
 pub(crate) fn decode_string(raw: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < raw.len() {
@@ -516,7 +523,10 @@ pub(crate) fn decode_string(raw: &[u8], out: &mut Vec<u8>) {
             i += 1;
             continue;
         }
-        let c = raw[i + 1];
+        let Some(&c) = raw.get(i + 1) else {
+            out.push(b);
+            break;
+        };
         i += 2;
         let ch = match c {
             b'"' => '"',
@@ -532,9 +542,13 @@ pub(crate) fn decode_string(raw: &[u8], out: &mut Vec<u8>) {
                 let hi = read_u4(raw, i).unwrap_or(0xFFFD) as u32;
                 i += 4;
                 let cp = if (0xD800..0xDC00).contains(&hi) {
-                    let lo = read_u4(raw, i + 2).unwrap_or(0xDC00) as u32;
+                    let lo = read_u4(raw, i + 2).unwrap_or(0) as u32;
                     i += 6;
-                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    if (0xDC00..0xE000).contains(&lo) {
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    } else {
+                        0xFFFD
+                    }
                 } else {
                     hi
                 };
@@ -594,6 +608,24 @@ mod tests {
         assert!(!word_needs_attention(u64::from_le_bytes(
             *b"abc ~\x7f\x20!"
         )));
+    }
+
+    #[test]
+    fn decode_string_never_panics_on_unvalidated_text() {
+        // The fuzz target's find: the key/value look-ahead handed it `\\A...` strings.
+        for raw in [
+            &br"\"[..],
+            br"a\",
+            br"\AAAA\",
+            br"\u12",
+            br"\ud800\u0041",
+            br"\ud800x\",
+            br"\uzzzz\",
+        ] {
+            let mut out = Vec::new();
+            decode_string(raw, &mut out);
+            assert!(std::str::from_utf8(&out).is_ok(), "{raw:?} -> {out:?}");
+        }
     }
 
     #[test]

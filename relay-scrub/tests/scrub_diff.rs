@@ -4,10 +4,11 @@
 //! walker give identical output (bytes and count) or identical refusals (code, status, message).
 //! 200,000 documents by default (`RELAY_DIFF_CASES`, `RELAY_DIFF_SEED` override).
 //!
-//! Also a hand-written set in the style of JSONTestSuite's `y_` (must accept), `n_` (must refuse)
-//! and `i_` (implementation-defined: the engines must agree) cases, each alone and as the value
-//! of a PII member. (The suite's own files are not vendored here; these are written from its
-//! categories.)
+//! Also a few hand-written cases in the style of JSONTestSuite's `y_` (must accept), `n_` (must
+//! refuse) and `i_` (implementation-defined: the engines must agree), each alone and as the
+//! value of a PII member, for what the suite lacks (relay's depth limit, PII members around each
+//! shape, a few more traps). The suite itself (318 files, byte-exact) runs in
+//! `tests/json_test_suite.rs`; [`hand_written_cases_are_not_in_the_suite`] keeps the two apart.
 
 use relay_scrub::{Engine, HashAlgorithm, KeyCase, KvPairConfig, PiiPolicyConfig, Scrubber};
 
@@ -423,113 +424,46 @@ fn beyond_simd_json_numbers(body: &[u8]) -> bool {
     })
 }
 
+// Hand-written cases JSONTestSuite lacks (the suite's own 318 files run in
+// `tests/json_test_suite.rs`; cases here that duplicated one of them were dropped): PII members
+// around each shape, relay's depth limit, number spellings and traps the suite does not cover.
 const Y: &[&str] = &[
-    "[]",
-    "{}",
-    "[[] ]",
-    " [1] ",
-    "[-0]",
-    "[1E22]",
-    "[0e1]",
-    "[0e+1]",
-    "[1E-2]",
-    "[123e65]",
-    "[-123.456e-78]",
-    "[1.5e+9]",
-    "123",
     "-0.0",
-    "true",
-    "false",
-    "null",
-    "\"\"",
-    "\" \"",
-    "[\"\\u0000\"]",
-    "[\"\\uD834\\uDd1e\"]",
-    "[\"\\u0060\\u012a\\u12AB\"]",
-    "[\"a\\/b\"]",
-    "[\"\\\\u0000\"]",
-    "[\"\u{2028}\u{2029}\"]",
-    "[\"é😀\"]",
-    "[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]",
-    "{\"a\":\"b\",\"a\":\"c\"}",
-    "{\"\":0}",
+    "[-123.456e-78]",
     "{\"a\":[{\"b\":{\"c\":[null,true,false]}}]}",
     "[1,[2,[3,[4,[5]]]]]",
     "{\"user_id\":{\"x\":[1 , 2]}, \"device_id\" : \"d\"}",
-    "[\"\u{7f}\"]",
+    "[\"é😀\\u00e9\"]",
 ];
 
 const N: &[&str] = &[
-    "[1,]",
-    "[,1]",
-    "{\"a\":1,}",
-    "[01]",
-    "[-01]",
-    "[1.]",
-    "[.1]",
-    "[+1]",
-    "[1e]",
-    "[1e+]",
-    "[-]",
-    "[0x1]",
-    "[NaN]",
-    "[Infinity]",
-    "[-Infinity]",
-    "[tru]",
-    "[nul]",
-    "[True]",
-    "[\"\\x\"]",
-    "[\"\\u00\"]",
     "[\"\\u+1234\"]",
-    "[\"a\tb\"]",
     "[\"a\u{1}b\"]",
-    "{\"a\" 1}",
-    "{1:1}",
-    "{'a':1}",
-    "[1 2]",
-    "[\"a\"",
-    "[",
-    "]",
-    "{\"a\":1}}",
-    "[1]x",
     "/* c */ []",
-    "[1]//",
     "[\"\\'\"]",
     "[1e1.5]",
-    "[\"\\\"]",
-    "{\"a\":true} \"x\"",
-    "[-1.0.]",
-    "[0E]",
-    "[2.e3]",
-    "[\"\\uD800\"]",
-    "[\"\\uDFAA\"]",
-    "[\"\\uD800\\uD800\"]",
-    "[\"\\uD800abc\"]",
-    "\u{feff}[]",
     "[\u{a0}1]",
     "[1\u{c}]",
-    "{\"a\":\"b\"}#",
-    "[\"a\"]\u{0}",
     "{\"user_id\":01}",
     "{\"user_id\":\"\\uDd1e\"}",
     "{\"user_id\":[1,]}",
     "{\"user_id\":tru}",
-    "  ",
+    "{\"user_id\":\"a\"}\u{0}",
+    // Bad escapes inside a key/value shape (policy 1 looks ahead into these objects): the
+    // look-ahead once decoded them unchecked and panicked (found by the `scrub` fuzz target).
+    "[{\"\\AAAA\\\\\":1}]",
+    "[{\"key\":\"\\AAAA\\\\\",\"value\":1}]",
+    "[{\"key\":\"\\ud800x\\\\\",\"value\":1}]",
 ];
 
 const I: &[&str] = &[
-    "[1e400]",
-    "[-1e-400]",
-    "[123456789012345678901234567890]",
-    "[-123456789012345678901234567890]",
     "[1.000000000000000000000000000000000000000000001]",
-    "[0.4e00669999999999999999999999999999999999999999999999999999999999999999999999999999]",
     "{\"user_id\":1e400}",
     "{\"order_no\":123456789012345678901234567890}",
 ];
 
 #[test]
-fn json_test_suite_style_cases_agree() {
+fn hand_written_cases_agree() {
     let scrubbers = policies();
     let deep_ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
     let deep_bad = format!("{}1{}", "[".repeat(65), "]".repeat(65));
@@ -598,5 +532,31 @@ fn large_bodies_agree() {
                 .scrub_body(None, None, json.as_bytes())
                 .map(|r| r.body)
         );
+    }
+}
+
+#[test]
+fn hand_written_cases_are_not_in_the_suite() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/JSONTestSuite/test_parsing");
+    let trim = |b: &[u8]| -> Vec<u8> {
+        let s = String::from_utf8_lossy(b);
+        s.trim().to_string().into_bytes()
+    };
+    let suite: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                trim(&std::fs::read(e.path()).unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(suite.len(), 318);
+    for case in Y.iter().chain(N).chain(I) {
+        if let Some((name, _)) = suite.iter().find(|(_, b)| *b == trim(case.as_bytes())) {
+            panic!("{case:?} is the suite's {name}: drop it here");
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! `cargo xtask fuzz [--secs N] [TARGET]`: runs relay-http's cargo-fuzz targets (`fuzz/`), one
-//! or all, for N seconds each, installing cargo-fuzz (and nightly) when missing.
+//! `cargo xtask fuzz [--secs N] [TARGET]`: runs the cargo-fuzz targets (`fuzz/`: relay-http's
+//! three and relay-scrub's `scrub`), one or all, for N seconds each, installing cargo-fuzz (and
+//! nightly) when missing. `cargo xtask test` type-checks every target ([`check_targets`]) so a
+//! target that no longer compiles fails the suite, and replays the corpora through
+//! `cargo test` (`relay-http/tests/fuzz_corpus.rs`, `relay-scrub/tests/fuzz_corpus.rs`).
 //!
 //! New inputs libFuzzer finds land in `fuzz/corpus/<target>/`, ignored by git except the seeds
 //! (`seed_*`) and inputs kept on purpose (`min_*`); a crash lands in `fuzz/artifacts/<target>/`.
-//! `cargo test -p relay-http` replays every committed corpus file on stable.
 
 use std::process::Command;
 
@@ -12,7 +14,7 @@ use anyhow::{bail, Result};
 use crate::{have, root, run};
 
 /// The fuzz targets, in the order they run.
-pub const TARGETS: &[&str] = &["request_head", "body_decoder", "response"];
+pub const TARGETS: &[&str] = &["request_head", "body_decoder", "response", "scrub"];
 
 /// `cargo xtask fuzz` arguments.
 #[derive(clap::Args, Debug)]
@@ -20,7 +22,7 @@ pub struct FuzzArgs {
     /// Seconds per target.
     #[arg(long, default_value_t = 60)]
     pub secs: u64,
-    /// One target (request_head, body_decoder, response); all of them when absent.
+    /// One target (request_head, body_decoder, response, scrub); all of them when absent.
     pub target: Option<String>,
 }
 
@@ -64,6 +66,18 @@ pub fn run_fuzz(args: FuzzArgs) -> Result<()> {
         args.secs
     );
     Ok(())
+}
+
+/// Type-checks every fuzz target (`cargo check --manifest-path fuzz/Cargo.toml --bins`, on the
+/// toolchain at hand: checking needs neither nightly nor cargo-fuzz, whose sanitizer flags
+/// matter only when a target runs).
+pub fn check_targets() -> Result<()> {
+    let manifest = root().join("fuzz/Cargo.toml");
+    run(Command::new("cargo")
+        .arg("check")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--bins"))
 }
 
 /// Nightly (libFuzzer needs `-Zsanitizer`) and cargo-fuzz.

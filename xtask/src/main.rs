@@ -31,8 +31,8 @@ enum Cmd {
     BuildEbpf,
     /// The perf lab: sweeps target rates and writes target/bench/<date>/report.{md,json}.
     Bench(bench::BenchArgs),
-    /// Runs relay-http's fuzz targets (nightly + cargo-fuzz, installed when missing), one or
-    /// all, for `--secs` each (default 60).
+    /// Runs the fuzz targets (relay-http's and relay-scrub's; nightly + cargo-fuzz, installed
+    /// when missing), one or all, for `--secs` each (default 60).
     Fuzz(fuzz::FuzzArgs),
 }
 

@@ -30,6 +30,9 @@ pub fn run() -> Result<()> {
             "warnings",
         ]),
     )?;
+    // The fuzz crate is its own workspace (nightly, sanitizer flags): type-check its targets
+    // here; their corpora are replayed by the workspace tests below.
+    crate::fuzz::check_targets()?;
     run_in(
         &root,
         Command::new("cargo").args([

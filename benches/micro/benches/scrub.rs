@@ -1,6 +1,6 @@
 //! PII scrubbing micro-benchmark, both engines side by side: one JSON event of about 0.5, 1, 4
 //! and 64 KiB with 3 PII fields (`user_id`, `device_id`, `order_no`), and NDJSON batches of 100
-//! such events (0.5 and 1 KiB each), scrubbed with HMAC-SHA-256 through `Scrubber::scrub_body`
+//! such events (0.5, 1 and 4 KiB each), scrubbed with HMAC-SHA-256 through `Scrubber::scrub_body`
 //! (what the proxy calls). `simd` is the simd-json engine, `walker` the strict scalar walker
 //! (the reference), `auto` the production default (simd from 2 KiB per JSON text, walker below).
 //! Criterion reports time per iteration and throughput in bytes of input.
@@ -11,49 +11,8 @@
 //! Run: `cargo bench -p relay-micro --bench scrub`
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay_scrub::{ActiveKey, Engine, PiiPolicyConfig, Scrubber};
-
-/// A realistic app log event padded to about `size` bytes.
-fn event(size: usize) -> Vec<u8> {
-    let head = r#"{"event":"purchase","ts":"2026-11-22T05:40:00.123Z","app":{"name":"shop","version":"7.4.1","build":20261121},"user_id":"u-8f14e45fceea167a5a36dedd4bea2543","device_id":"3F2504E0-4F89-11D3-9A0C-0305E82C3301","session":{"id":"s-42","start":1763790000,"screen":"checkout"},"order_no":987654321,"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"props":{"#;
-    let mut s = String::from(head);
-    let mut i = 0;
-    while s.len() + 40 < size {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!("\"k{i:03}\":\"value-{i:05}-lorem ipsum\""));
-        i += 1;
-    }
-    s.push_str("}}");
-    s.into_bytes()
-}
-
-/// `n` events of about `size` bytes, one per line.
-fn batch(size: usize, n: usize) -> Vec<u8> {
-    let e = event(size);
-    let mut b = Vec::with_capacity((e.len() + 1) * n);
-    for _ in 0..n {
-        b.extend_from_slice(&e);
-        b.push(b'\n');
-    }
-    b
-}
-
-fn scrubber(fields: &[&str]) -> Scrubber {
-    Scrubber::new(
-        &PiiPolicyConfig {
-            fields: fields.iter().map(|f| f.to_string()).collect(),
-            key_id: Some("bench".into()),
-            ..PiiPolicyConfig::default()
-        },
-        Some(ActiveKey {
-            id: Some("bench"),
-            bytes: b"0123456789abcdef0123456789abcdef",
-        }),
-    )
-    .expect("bench policy")
-}
+use relay_micro::{batch, event, scrubber};
+use relay_scrub::Engine;
 
 fn bench(c: &mut Criterion) {
     let pii = scrubber(&["user_id", "device_id", "order_no"]);
@@ -67,7 +26,7 @@ fn bench(c: &mut Criterion) {
             3,
         ));
     }
-    for size in [512usize, 1024] {
+    for size in [512usize, 1024, 4096] {
         let b = batch(size, 100);
         inputs.push((
             format!("ndjson_100x{}B", event(size).len()),

@@ -67,6 +67,31 @@ impl OriginalRecord {
     pub fn queued_bytes(&self) -> u64 {
         (self.payload.len() + self.key.as_ref().map_or(0, Vec::len)) as u64
     }
+
+    /// The optional Kafka headers this record carries, as (name, value), in one fixed order.
+    /// The single list of optional headers: the producer, the spool's encoder and its size
+    /// computation all read it, and [`OriginalRecord::set_header`] is its inverse.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("content-type", self.content_type.as_deref()),
+            ("relay-key-id", self.key_id.as_deref()),
+            ("relay-consumer", self.consumer.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+    }
+
+    /// Sets the optional header `name` (one that [`OriginalRecord::headers`] lists); false
+    /// when relay does not know the name (a spool record from another format).
+    pub fn set_header(&mut self, name: &str, value: String) -> bool {
+        match name {
+            "content-type" => self.content_type = Some(value),
+            "relay-key-id" => self.key_id = Some(value),
+            "relay-consumer" => self.consumer = Some(Arc::from(value)),
+            _ => return false,
+        }
+        true
+    }
 }
 
 /// Called once with a record's delivery outcome, on a producer thread.

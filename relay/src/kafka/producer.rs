@@ -363,22 +363,10 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
             key: "relay-request-id",
             value: Some(rec.request_id.as_bytes()),
         });
-    if let Some(ct) = &rec.content_type {
+    for (key, value) in rec.headers() {
         headers = headers.insert(Header {
-            key: "content-type",
-            value: Some(ct.as_bytes()),
-        });
-    }
-    if let Some(k) = &rec.key_id {
-        headers = headers.insert(Header {
-            key: "relay-key-id",
-            value: Some(k.as_bytes()),
-        });
-    }
-    if let Some(c) = &rec.consumer {
-        headers = headers.insert(Header {
-            key: "relay-consumer",
-            value: Some(c.as_bytes()),
+            key,
+            value: Some(value.as_bytes()),
         });
     }
     let promise = done.promise();

@@ -77,18 +77,11 @@ pub fn encode(rec: &OriginalRecord, out: &mut Vec<u8>) -> usize {
         Some(k) => put_long(out, k),
         None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
-    let headers: [(&str, Option<&str>); 3] = [
-        ("content-type", rec.content_type.as_deref()),
-        ("relay-key-id", rec.key_id.as_deref()),
-        ("relay-consumer", rec.consumer.as_deref()),
-    ];
-    let n = headers.iter().filter(|(_, v)| v.is_some()).count() as u16;
+    let n = rec.headers().count() as u16;
     out.extend_from_slice(&n.to_le_bytes());
-    for (name, v) in headers {
-        if let Some(v) = v {
-            put_short(out, name.as_bytes());
-            put_long(out, v.as_bytes());
-        }
+    for (name, v) in rec.headers() {
+        put_short(out, name.as_bytes());
+        put_long(out, v.as_bytes());
     }
     put_long(out, &rec.payload);
     let body_len = out.len() - start - FRAME_HEADER;
@@ -106,17 +99,9 @@ pub fn encoded_len(rec: &OriginalRecord) -> usize {
         + rec.topic.len()
         + rec.key.as_ref().map_or(0, Vec::len)
         + rec
-            .content_type
-            .as_ref()
-            .map_or(0, |v| HEADER_OVERHEAD + "content-type".len() + v.len())
-        + rec
-            .key_id
-            .as_ref()
-            .map_or(0, |v| HEADER_OVERHEAD + "relay-key-id".len() + v.len())
-        + rec
-            .consumer
-            .as_ref()
-            .map_or(0, |v| HEADER_OVERHEAD + "relay-consumer".len() + v.len())
+            .headers()
+            .map(|(name, v)| HEADER_OVERHEAD + name.len() + v.len())
+            .sum::<usize>()
         + rec.payload.len()
 }
 
@@ -175,36 +160,37 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         Some(r.take(key_len as usize)?.to_vec())
     };
     let n = r.u16()?;
-    let (mut content_type, mut key_id, mut consumer) = (None, None, None);
+    let mut headers = Vec::with_capacity(usize::from(n).min(8));
     for _ in 0..n {
-        let name = r.short_str()?.to_string();
+        let name = r.short_str()?;
         let len = r.u32()? as usize;
         let value = std::str::from_utf8(r.take(len)?)
             .map_err(|_| DecodeError::Malformed("header value is not UTF-8"))?
             .to_string();
-        match name.as_str() {
-            "content-type" => content_type = Some(value),
-            "relay-key-id" => key_id = Some(value),
-            "relay-consumer" => consumer = Some(Arc::from(value)),
-            _ => return Err(DecodeError::Malformed("unknown header")),
-        }
+        headers.push((name, value));
     }
     let len = r.u32()? as usize;
     let payload = r.take(len)?.to_vec();
     if !r.b.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes in record body"));
     }
-    Ok(OriginalRecord {
+    let mut rec = OriginalRecord {
         topic,
         key,
         payload,
         timestamp_ms,
         route,
         request_id,
-        content_type,
-        key_id,
-        consumer,
-    })
+        content_type: None,
+        key_id: None,
+        consumer: None,
+    };
+    for (name, value) in headers {
+        if !rec.set_header(name, value) {
+            return Err(DecodeError::Malformed("unknown header"));
+        }
+    }
+    Ok(rec)
 }
 
 fn put_short(out: &mut Vec<u8>, b: &[u8]) {
