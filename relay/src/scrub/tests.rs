@@ -180,3 +180,20 @@ hash = "sha256"
         .unwrap_err()
         .starts_with("400 invalid_json"));
 }
+
+#[test]
+fn path_params_are_refused_until_relay_applies_them() {
+    let p: PiiPolicyConfig = toml::from_str(
+        "fields = [\"user_id\"]\nhash = \"sha256\"\npath_params = [\"/users/{user_id}/events\"]",
+    )
+    .unwrap();
+    let got = problems(&p);
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("pii.default.path_params: path_params is not applied")),
+        "{got:?}"
+    );
+    let without: PiiPolicyConfig =
+        toml::from_str("fields = [\"user_id\"]\nhash = \"sha256\"").unwrap();
+    assert!(problems(&without).is_empty(), "{:?}", problems(&without));
+}
