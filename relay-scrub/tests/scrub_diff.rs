@@ -10,7 +10,7 @@
 //! shape, a few more traps). The suite itself (318 files, byte-exact) runs in
 //! `tests/json_test_suite.rs`; [`hand_written_cases_are_not_in_the_suite`] keeps the two apart.
 
-use relay_scrub::{Engine, HashAlgorithm, KeyCase, KvPairConfig, PiiPolicyConfig, Scrubber};
+use relay_scrub::{Engine, Scrubber};
 
 struct Rng(u64);
 
@@ -264,35 +264,10 @@ impl Gen {
     }
 }
 
+/// The fuzz target's policies (fields and paths; insensitive keys with key/value pairs; a
+/// shallow one), without its match-nothing policy.
 fn policies() -> Vec<Scrubber> {
-    let base = PiiPolicyConfig {
-        fields: vec!["user_id".into(), "device_id".into(), "order_no".into()],
-        paths: vec![
-            "user.id".into(),
-            "events[].device.id".into(),
-            "tags[]".into(),
-        ],
-        hash: HashAlgorithm::Sha256,
-        ..PiiPolicyConfig::default()
-    };
-    let options = PiiPolicyConfig {
-        key_case: KeyCase::Insensitive,
-        kv_pairs: vec![KvPairConfig {
-            key: "key".into(),
-            value: "value".into(),
-        }],
-        ..base.clone()
-    };
-    let shallow = PiiPolicyConfig {
-        fields: vec!["name".into(), "a".into()],
-        paths: vec![],
-        max_depth: 4,
-        ..base.clone()
-    };
-    [base, options, shallow]
-        .iter()
-        .map(|p| Scrubber::new(p, None).unwrap())
-        .collect()
+    relay_scrub::fuzzing::policies()[..3].to_vec()
 }
 
 /// Compares both engines on one body; returns (accepted, simd fell back).
