@@ -159,25 +159,10 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
     } else {
         Some(r.take(key_len as usize)?.to_vec())
     };
-    let n = r.u16()?;
-    let mut headers = Vec::with_capacity(usize::from(n).min(8));
-    for _ in 0..n {
-        let name = r.short_str()?;
-        let len = r.u32()? as usize;
-        let value = std::str::from_utf8(r.take(len)?)
-            .map_err(|_| DecodeError::Malformed("header value is not UTF-8"))?
-            .to_string();
-        headers.push((name, value));
-    }
-    let len = r.u32()? as usize;
-    let payload = r.take(len)?.to_vec();
-    if !r.b.is_empty() {
-        return Err(DecodeError::Malformed("trailing bytes in record body"));
-    }
     let mut rec = OriginalRecord {
         topic,
         key,
-        payload,
+        payload: Vec::new(),
         timestamp_ms,
         route,
         request_id,
@@ -185,10 +170,21 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         key_id: None,
         consumer: None,
     };
-    for (name, value) in headers {
+    let n = r.u16()?;
+    for _ in 0..n {
+        let name = r.short_str()?;
+        let len = r.u32()? as usize;
+        let value = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| DecodeError::Malformed("header value is not UTF-8"))?
+            .to_string();
         if !rec.set_header(name, value) {
             return Err(DecodeError::Malformed("unknown header"));
         }
+    }
+    let len = r.u32()? as usize;
+    rec.payload = r.take(len)?.to_vec();
+    if !r.b.is_empty() {
+        return Err(DecodeError::Malformed("trailing bytes in record body"));
     }
     Ok(rec)
 }
