@@ -11,8 +11,8 @@
 //! Content-Type (`sel >> 6`, see [`MEDIA_TYPES`]: bit 7 set is NDJSON, clear is JSON); the rest
 //! is the body. [`check_engines`] panics when
 //!
-//! - the simd engine and the walker disagree: different output bytes or count, or different
-//!   refusals (code, status and message), or one accepts what the other refuses;
+//! - the simd engine and the walker disagree: different output bytes or count, different
+//!   captures of the [`capture_spec`] members (routing values), or different refusals (code, status and message), or one accepts what the other refuses;
 //! - [`Engine::Auto`] answers differently from the walker;
 //! - an accepted body's output is not itself accepted by the walker (pseudonyms are quoted hex,
 //!   so scrubbing never breaks the JSON), or a body without any PII rule match changes;
@@ -22,7 +22,29 @@
 use std::sync::OnceLock;
 
 use crate::hashing::HEX_LEN;
-use crate::{Engine, HashAlgorithm, KeyCase, KvPairConfig, PiiPolicyConfig, Scrubber};
+use crate::{
+    CaptureSpec, Captures, Engine, HashAlgorithm, KeyCase, KvPairConfig, PiiPolicyConfig, Scrubber,
+};
+
+/// The root members every comparison also captures (routing values): a PII field (captured
+/// raw), names the generators write escaped, cased or as containers, and one never present.
+pub fn capture_spec() -> &'static CaptureSpec {
+    static S: OnceLock<CaptureSpec> = OnceLock::new();
+    S.get_or_init(|| {
+        CaptureSpec::new(&[
+            "user_id",
+            "a",
+            "name",
+            "events",
+            "k\"q",
+            "é",
+            "event",
+            "key",
+            "never-present",
+        ])
+        .expect("a valid capture spec")
+    })
+}
 
 /// The Content-Types a fuzz input picks from by `sel >> 6`: JSON (named, and absent, which
 /// relay treats as JSON), NDJSON (two spellings, one with a charset parameter).
@@ -93,11 +115,21 @@ pub fn check_engines(data: &[u8]) {
     let s = &policies()[idx];
     let walker = compare_engines(s, ct, body);
     let auto = s.clone().with_engine(Engine::Auto);
-    let a = auto.scrub_body(ct, None, body);
+    let a = auto.scrub_body_capturing(ct, None, body, capture_spec());
+    let walker_captures = s
+        .clone()
+        .with_engine(Engine::Walker)
+        .scrub_body_capturing(ct, None, body, capture_spec())
+        .map(|x| x.captures);
     match (&walker, &a) {
         (Ok((wb, wn)), Ok(x)) => {
             assert_eq!(*wb, x.body, "auto output differs from the walker");
             assert_eq!(*wn, x.fields_hashed, "auto count differs from the walker");
+            assert_eq!(
+                walker_captures.as_ref().ok(),
+                Some(&x.captures),
+                "auto captures differ from the walker"
+            );
         }
         (Err(w), Err(x)) => assert_eq!(w, x, "auto refusal differs from the walker"),
         _ => panic!("auto and the walker disagree: walker {walker:?}, auto {a:?}"),
@@ -138,8 +170,8 @@ pub fn compare_engines(
 ) -> Result<(Vec<u8>, u64), crate::ScrubError> {
     let walker = s.clone().with_engine(Engine::Walker);
     let simd = s.clone().with_engine(Engine::Simd);
-    let a = walker.scrub_body(ct, None, body);
-    let b = simd.scrub_body(ct, None, body);
+    let a = walker.scrub_body_capturing(ct, None, body, capture_spec());
+    let b = simd.scrub_body_capturing(ct, None, body, capture_spec());
     match (&a, &b) {
         (Ok(x), Ok(y)) => {
             assert_eq!(
@@ -148,6 +180,7 @@ pub fn compare_engines(
                 "output differs for {:?}",
                 String::from_utf8_lossy(body)
             );
+            assert_captures_eq(&x.captures, &y.captures, body);
             assert_eq!(
                 x.fields_hashed,
                 y.fields_hashed,
@@ -169,4 +202,14 @@ pub fn compare_engines(
         ),
     }
     a.map(|x| (x.body, x.fields_hashed))
+}
+
+/// Panics unless both engines captured the same events and values.
+pub fn assert_captures_eq(walker: &Captures, simd: &Captures, body: &[u8]) {
+    assert_eq!(
+        walker,
+        simd,
+        "captures differ for {:?}",
+        String::from_utf8_lossy(body)
+    );
 }

@@ -16,7 +16,8 @@
 //!
 //! Modules: [`config`] (the `[pii.NAME]` policy and its validation), [`hashing`] (HMAC-SHA-256 /
 //! SHA-256), [`media`] (accepted Content-Type / Content-Encoding), [`guard`] (egress detectors),
-//! [`receipt`] (what was forwarded, under which rules), `matcher` (fields, paths, key/value
+//! [`receipt`] (what was forwarded, under which rules), [`capture`] (root members read in the
+//! same walk, for routing), `matcher` (fields, paths, key/value
 //! shapes), `walker` and `simd` (the engines), `kv` (key/value look-ahead), `query` (query
 //! strings), `path` (PII path segments), [`error`], and `fuzzing` (feature `fuzzing`: the
 //! engine comparison shared by the fuzz target and the corpus replay test).
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -41,6 +43,7 @@ pub mod receipt;
 mod simd;
 mod walker;
 
+pub use capture::{CaptureSpec, Captured, Captures, EventView};
 pub use config::{
     HashAlgorithm, KeyCase, KeySourceConfig, KvPairConfig, PiiPolicyConfig, Problems,
     QuerySeparators,
@@ -136,6 +139,8 @@ pub struct Scrubbed {
     /// them and may publish them to the policy's quarantine topic) and under `hash` (the spans
     /// were replaced; for the caller's per-detector counts). See [`Finding::action`].
     pub findings: Vec<Finding>,
+    /// The root members captured by [`Scrubber::scrub_body_capturing`] (empty otherwise).
+    pub captures: Captures,
 }
 
 impl Scrubber {
@@ -259,6 +264,24 @@ impl Scrubber {
         content_encoding: Option<&str>,
         body: &[u8],
     ) -> Result<Scrubbed, ScrubError> {
+        self.scrub_body_capturing(
+            content_type,
+            content_encoding,
+            body,
+            &CaptureSpec::default(),
+        )
+    }
+
+    /// [`Scrubber::scrub_body`], capturing in the same walk the values of the root members
+    /// `capture` names (module [`capture`]: raw values, before hashing) into
+    /// [`Scrubbed::captures`]. Both engines capture identically.
+    pub fn scrub_body_capturing(
+        &self,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        capture: &CaptureSpec,
+    ) -> Result<Scrubbed, ScrubError> {
         media::check_encoding(content_encoding)?;
         let kind = media::body_kind(content_type)?;
         if body.is_empty() {
@@ -279,18 +302,19 @@ impl Scrubber {
             }
             e => e,
         };
-        let (out, fields_hashed) = match engine {
-            Engine::Auto | Engine::Simd => match self.walk_simd(body, kind) {
+        let (out, fields_hashed, captures) = match engine {
+            Engine::Auto | Engine::Simd => match self.walk_simd(body, kind, capture) {
                 Ok(r) => r,
-                Err(None) => self.walk_reference(body, kind)?,
+                Err(None) => self.walk_reference(body, kind, capture)?,
                 Err(Some(e)) => return Err(e),
             },
-            Engine::Walker => self.walk_reference(body, kind)?,
+            Engine::Walker => self.walk_reference(body, kind, capture)?,
         };
         let mut scrubbed = Scrubbed {
             body: out,
             fields_hashed,
             findings: Vec::new(),
+            captures,
         };
         if self.guard.is_on() {
             self.guard
@@ -314,27 +338,44 @@ impl Scrubber {
         if let Err(e) = check_utf8(body) {
             return Some(Err(e));
         }
-        match self.walk_simd(body, kind) {
-            Ok(r) => Some(Ok(r)),
+        match self.walk_simd(body, kind, &CaptureSpec::default()) {
+            Ok((out, n, _)) => Some(Ok((out, n))),
             Err(None) => None,
             Err(Some(e)) => Some(Err(e)),
         }
     }
 
-    fn walk_reference(&self, body: &[u8], kind: BodyKind) -> Result<(Vec<u8>, u64), ScrubError> {
-        let mut w = Walker::new(body, &self.matcher, &self.hasher, self.max_depth, false);
+    fn walk_reference(
+        &self,
+        body: &[u8],
+        kind: BodyKind,
+        capture: &CaptureSpec,
+    ) -> Result<Walked, ScrubError> {
+        let mut w = Walker::new(
+            body,
+            &self.matcher,
+            &self.hasher,
+            self.max_depth,
+            false,
+            capture,
+        );
         walk(body, kind, |s, e, line| {
-            w.text(s, e)
+            w.text(s, e, line)
                 .map_err(|st| stop_to_error(st, line, self.max_depth))
         })?;
         Ok(w.finish())
     }
 
     /// `Err(None)`: hand the body to the reference walker.
-    fn walk_simd(&self, body: &[u8], kind: BodyKind) -> Result<(Vec<u8>, u64), Option<ScrubError>> {
-        let mut w = SimdWalk::new(body, &self.matcher, &self.hasher, self.max_depth);
+    fn walk_simd(
+        &self,
+        body: &[u8],
+        kind: BodyKind,
+        capture: &CaptureSpec,
+    ) -> Result<Walked, Option<ScrubError>> {
+        let mut w = SimdWalk::new(body, &self.matcher, &self.hasher, self.max_depth, capture);
         let r = walk(body, kind, |s, e, line| {
-            w.text(s, e).map_err(|h| match h {
+            w.text(s, e, line).map_err(|h| match h {
                 Halt::Stop(st) => stop_to_error(st, line, self.max_depth),
                 Halt::Fallback => ScrubFound::Fallback,
             })
@@ -357,9 +398,10 @@ impl Scrubber {
             return None;
         }
         let m = Matcher::single_field(field);
-        let mut w = Walker::new(body, &m, &self.hasher, self.max_depth, true);
+        let none = CaptureSpec::default();
+        let mut w = Walker::new(body, &m, &self.hasher, self.max_depth, true, &none);
         match walk(body, kind, |s, e, line| {
-            w.text(s, e)
+            w.text(s, e, line)
                 .map_err(|st| stop_to_error(st, line, self.max_depth))
         }) {
             Err(ScrubFound::Found) => {
@@ -456,6 +498,9 @@ impl Scrubber {
         Receipt::new(policy_name, &self.policy_digest, forwarded, pii_count)
     }
 }
+
+/// What an engine's walk gives: the output, the count of hashed values, the captures.
+type Walked = (Vec<u8>, u64, Captures);
 
 /// What stopped a walk, as seen by the body functions.
 enum ScrubFound {

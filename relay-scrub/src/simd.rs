@@ -15,6 +15,7 @@ use std::cell::RefCell;
 
 use simd_json::{Buffers, Tape};
 
+use crate::capture::{CaptureSpec, Capturer, Captures};
 use crate::hashing::{hex_encode_into, Hasher};
 use crate::kv::kv_target;
 use crate::matcher::{Matcher, State, NONE, ROOT, WRAPPER};
@@ -101,6 +102,8 @@ pub(crate) struct SimdWalk<'a> {
     hashed: u64,
     val_buf: Vec<u8>,
     key_buf: Vec<u8>,
+    /// The root members captured for routing (module `capture`).
+    cap: Capturer<'a>,
 }
 
 /// The cursor over one text's structural indexes.
@@ -139,6 +142,7 @@ impl<'a> SimdWalk<'a> {
         matcher: &'a Matcher,
         hasher: &'a Hasher,
         max_depth: usize,
+        capture: &'a CaptureSpec,
     ) -> SimdWalk<'a> {
         SimdWalk {
             src,
@@ -151,11 +155,18 @@ impl<'a> SimdWalk<'a> {
             hashed: 0,
             val_buf: Vec::new(),
             key_buf: Vec::new(),
+            cap: Capturer::new(capture),
         }
     }
 
-    /// Walks the one JSON text in `src[start..end]` (whitespace around it allowed).
-    pub(crate) fn text(&mut self, start: usize, end: usize) -> Result<(), Halt> {
+    /// Walks the one JSON text in `src[start..end]` (whitespace around it allowed); `line` is
+    /// its NDJSON line (for the captures).
+    pub(crate) fn text(
+        &mut self,
+        start: usize,
+        end: usize,
+        line: Option<usize>,
+    ) -> Result<(), Halt> {
         let src = self.src;
         with_structurals(&src[start..end], |idx| {
             let mut c = Cursor {
@@ -164,6 +175,10 @@ impl<'a> SimdWalk<'a> {
                 idx,
                 i: 0,
             };
+            self.cap.text(line);
+            if self.src[c.at(0)?] != b'[' {
+                self.cap.event(0);
+            }
             self.value(&mut c, 0, ROOT, true)?;
             if c.i != idx.len() {
                 return Err(Halt::Fallback);
@@ -173,10 +188,11 @@ impl<'a> SimdWalk<'a> {
         .unwrap_or(Err(Halt::Fallback))
     }
 
-    /// Copies the rest of the input and returns the output and the count of hashed values.
-    pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
+    /// Copies the rest of the input and returns the output, the count of hashed values and
+    /// the captures.
+    pub(crate) fn finish(mut self) -> (Vec<u8>, u64, Captures) {
         self.out.extend_from_slice(&self.src[self.copied..]);
-        (self.out, self.hashed)
+        (self.out, self.hashed, self.cap.finish())
     }
 
     /// The end (exclusive) of the token at structural `k`: the last non-whitespace byte before
@@ -264,6 +280,7 @@ impl<'a> SimdWalk<'a> {
             }
             let kend = self.token_end(c, c.i);
             c.i += 1;
+            let mut slot = None;
             let (pii, next, kv_hit) = if self.suppress > 0 {
                 (false, NONE, false)
             } else {
@@ -275,6 +292,9 @@ impl<'a> SimdWalk<'a> {
                 } else {
                     raw
                 };
+                if state == ROOT {
+                    slot = self.cap.slot(key);
+                }
                 let next = self.matcher.member(state, key);
                 (
                     state == WRAPPER
@@ -294,6 +314,11 @@ impl<'a> SimdWalk<'a> {
                 self.pii_value(c, depth)?;
             } else {
                 self.value(c, depth, next, false)?;
+            }
+            if let Some(slot) = slot {
+                // The value's last structural is the one just consumed.
+                let vend = self.token_end(c, c.i - 1);
+                self.cap.record(slot, &self.src[vstart..vend]);
             }
             match self.src[c.at(c.i)?] {
                 b',' => c.i += 1,
@@ -329,8 +354,13 @@ impl<'a> SimdWalk<'a> {
         };
         let pii = self.suppress == 0 && self.matcher.is_terminal(elem);
         let kv = self.suppress == 0 && self.matcher.has_kv();
+        let mut element = 0;
         loop {
             let p = c.at(c.i)?;
+            if batch {
+                self.cap.event(element);
+                element += 1;
+            }
             if pii {
                 self.pii_value(c, depth)?;
             } else if kv && self.src[p] == b'{' {

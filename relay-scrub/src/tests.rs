@@ -499,3 +499,93 @@ fn path_params_hash_matching_segments_and_only_when_configured() {
     .validate("pii.p", &mut p);
     assert!(p.is_empty(), "{p:?}");
 }
+
+/// Captures of both engines for one body (asserting they agree), as (line, element, value of
+/// slot 0, value of slot 1) per event.
+fn captured(
+    s: &Scrubber,
+    ct: &str,
+    body: &str,
+    names: &[&str],
+) -> Vec<(Option<usize>, usize, Option<Captured>, Option<Captured>)> {
+    let spec = CaptureSpec::new(names).unwrap();
+    // Pad so that the simd engine really runs (not only its fallback).
+    let mut out = None;
+    for engine in [Engine::Walker, Engine::Simd] {
+        let r = s
+            .clone()
+            .with_engine(engine)
+            .scrub_body_capturing(Some(ct), None, body.as_bytes(), &spec)
+            .unwrap();
+        let v: Vec<_> = r
+            .captures
+            .events()
+            .map(|e| (e.line, e.element, e.get(0).cloned(), e.get(1).cloned()))
+            .collect();
+        if let Some(prev) = &out {
+            assert_eq!(prev, &v, "engines disagree on {body}");
+        }
+        out = Some(v);
+    }
+    out.unwrap()
+}
+
+#[test]
+fn root_members_are_captured_raw_escaped_last_duplicate_winning_in_both_engines() {
+    let s = sha_policy(&["user_id"], &[]);
+    let str_ = |v: &str| Some(Captured::Str(v.into()));
+    // Escaped value and key, a PII member captured before hashing, a nested member ignored.
+    let body = r#"{"ev\u0065nt_type":"purch\u0061se","user_id":"u-1","x":{"event_type":"no"}}"#;
+    let got = captured(&s, "application/json", body, &["event_type", "user_id"]);
+    assert_eq!(got, vec![(None, 0, str_("purchase"), str_("u-1"))]);
+    // The forwarded body still carries only the pseudonym.
+    assert!(!scrub(&s, body).contains("u-1"));
+    // Duplicates: the last wins; non-strings by kind.
+    let body = r#"{"event_type":"a","event_type":"b","user_id":12.50e3}"#;
+    let got = captured(&s, "application/json", body, &["event_type", "user_id"]);
+    assert_eq!(got[0].2, str_("b"));
+    assert_eq!(got[0].3, Some(Captured::Scalar("12.50e3".into())));
+    let body =
+        r#"[{"event_type":{"a":1}},{"event_type":[1]},{"event_type":null},7,{"event_type":true}]"#;
+    let got = captured(&s, "application/json", body, &["event_type", "user_id"]);
+    let kinds: Vec<_> = got.iter().map(|e| (e.1, e.2.clone())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, Some(Captured::Object)),
+            (1, Some(Captured::Array)),
+            (2, Some(Captured::Null)),
+            (3, None),
+            (4, Some(Captured::Scalar("true".into()))),
+        ]
+    );
+    // NDJSON: one event per line (an array line: one per element), blank lines skipped.
+    let body = "{\"event_type\":\"a\"}\n\n[{\"event_type\":\"b\"},{}]\n\"scalar\"\n";
+    let got = captured(&s, "application/x-ndjson", body, &["event_type", "user_id"]);
+    let lines: Vec<_> = got.iter().map(|e| (e.0, e.1, e.2.clone())).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Some(1), 0, str_("a")),
+            (Some(3), 0, str_("b")),
+            (Some(3), 1, None),
+            (Some(4), 0, None),
+        ]
+    );
+    // Huge: a value over the limit is TooLong, at the limit it is kept; a big body with
+    // padding takes the simd engine for real.
+    let pad = "p".repeat(4096);
+    let at = "x".repeat(capture::MAX_CAPTURED_BYTES);
+    let over = format!("{at}y");
+    let escaped_over = "\\u0061".repeat(capture::MAX_CAPTURED_BYTES + 1);
+    let body = format!(
+        "[{{\"pad\":\"{pad}\",\"event_type\":\"{at}\"}},{{\"event_type\":\"{over}\"}},{{\"event_type\":\"{escaped_over}\"}}]"
+    );
+    let got = captured(&s, "application/json", &body, &["event_type", "user_id"]);
+    assert_eq!(got[0].2, str_(&at));
+    assert_eq!(got[1].2, Some(Captured::TooLong));
+    assert_eq!(got[2].2, Some(Captured::TooLong));
+    // Nothing asked, nothing captured.
+    let r = s.scrub_body(None, None, body.as_bytes()).unwrap();
+    assert!(r.captures.is_empty());
+}

@@ -6,6 +6,7 @@
 //! boolean's JSON text as written; an object's or array's compact JSON (its own text with the
 //! whitespace between tokens removed, strings and numbers as written). `null` stays `null`.
 
+use crate::capture::{CaptureSpec, Capturer, Captures};
 use crate::hashing::{hex_encode_into, Hasher};
 use crate::kv::kv_target;
 use crate::matcher::{Matcher, State, NONE, ROOT, WRAPPER};
@@ -43,6 +44,8 @@ pub(crate) struct Walker<'a> {
     pub(crate) found: Option<[u8; 32]>,
     key_buf: Vec<u8>,
     val_buf: Vec<u8>,
+    /// The root members captured for routing (module `capture`).
+    cap: Capturer<'a>,
 }
 
 #[inline]
@@ -80,6 +83,7 @@ impl<'a> Walker<'a> {
         hasher: &'a Hasher,
         max_depth: usize,
         find: bool,
+        capture: &'a CaptureSpec,
     ) -> Walker<'a> {
         Walker {
             src,
@@ -100,16 +104,27 @@ impl<'a> Walker<'a> {
             found: None,
             key_buf: Vec::new(),
             val_buf: Vec::new(),
+            cap: Capturer::new(capture),
         }
     }
 
-    /// Walks exactly one JSON text in `src[start..end]` (whitespace around it allowed).
-    pub(crate) fn text(&mut self, start: usize, end: usize) -> Result<(), Stop> {
+    /// Walks exactly one JSON text in `src[start..end]` (whitespace around it allowed);
+    /// `line` is its NDJSON line (for the captures).
+    pub(crate) fn text(
+        &mut self,
+        start: usize,
+        end: usize,
+        line: Option<usize>,
+    ) -> Result<(), Stop> {
         self.pos = start;
         self.limit = end;
         self.skip_ws();
         if self.pos >= self.limit {
             return Err(Stop::Json(self.pos, "expected a JSON value"));
+        }
+        self.cap.text(line);
+        if self.peek() != Some(b'[') {
+            self.cap.event(0);
         }
         self.value(0, ROOT, true)?;
         self.skip_ws();
@@ -122,10 +137,11 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// Copies the rest of the input and returns the output.
-    pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
+    /// Copies the rest of the input and returns the output, the count of hashed values and
+    /// the captures.
+    pub(crate) fn finish(mut self) -> (Vec<u8>, u64, Captures) {
         self.out.extend_from_slice(&self.src[self.copied..]);
-        (self.out, self.hashed)
+        (self.out, self.hashed, self.cap.finish())
     }
 
     #[inline]
@@ -181,6 +197,7 @@ impl<'a> Walker<'a> {
             }
             let kstart = self.pos;
             let escaped = self.string()?;
+            let mut slot = None;
             let (pii, next, kv_hit) = if self.suppress > 0 {
                 (false, NONE, false)
             } else {
@@ -191,6 +208,9 @@ impl<'a> Walker<'a> {
                 } else {
                     &self.src[kstart + 1..self.pos - 1]
                 };
+                if state == ROOT {
+                    slot = self.cap.slot(key);
+                }
                 let next = self.matcher.member(state, key);
                 (
                     state == WRAPPER
@@ -206,6 +226,7 @@ impl<'a> Walker<'a> {
             }
             self.pos += 1;
             self.skip_ws();
+            let vstart = self.pos;
             if pii {
                 self.pii_value(depth)?;
             } else if kv_hit && self.peek() == Some(b'{') {
@@ -214,6 +235,9 @@ impl<'a> Walker<'a> {
                 self.pii_value(depth)?;
             } else {
                 self.value(depth, next, false)?;
+            }
+            if let Some(slot) = slot {
+                self.cap.record(slot, &self.src[vstart..self.pos]);
             }
             self.skip_ws();
             match self.peek() {
@@ -253,7 +277,12 @@ impl<'a> Walker<'a> {
         };
         let pii = self.suppress == 0 && self.matcher.is_terminal(elem);
         let kv = self.suppress == 0 && self.matcher.has_kv();
+        let mut element = 0;
         loop {
+            if batch {
+                self.cap.event(element);
+                element += 1;
+            }
             if pii {
                 self.pii_value(depth)?;
             } else if kv && self.peek() == Some(b'{') {
