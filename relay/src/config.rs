@@ -163,7 +163,7 @@ impl Config {
         }
         if let Some(k) = &self.kafka {
             k.validate("kafka", p);
-            if self.routes.iter().any(|r| r.topic.is_some()) {
+            if self.routes.iter().any(RouteConfig::has_topic) {
                 self.check_record_fits(k, p);
             }
         }
@@ -228,15 +228,49 @@ impl Config {
                 "a topic needs a [kafka] section with the brokers",
             );
         }
+        self.check_dispatch_references(r, f, p);
         let delivery = r
             .delivery
             .or(self.kafka.as_ref().map(|k| k.delivery))
             .unwrap_or_default();
-        if r.topic.is_some() && delivery == Delivery::Spool && self.spool.is_none() {
+        if r.has_topic() && delivery == Delivery::Spool && self.spool.is_none() {
             p.push(
                 format!("{f}.delivery"),
                 "delivery \"spool\" needs a [spool] section (dir = \"/var/lib/relay/spool\")",
             );
+        }
+    }
+
+    /// What route `r`'s payload rules and split sides name must exist: upstreams, and the
+    /// `[kafka]` section for a rule's topic.
+    fn check_dispatch_references(&self, r: &RouteConfig, f: &str, p: &mut Problems) {
+        let upstream_exists = |u: &str| self.upstreams.iter().any(|x| x.name == u);
+        for (j, m) in r.rules().iter().enumerate() {
+            if let Some(u) = m.upstream.as_deref().filter(|u| !upstream_exists(u)) {
+                p.push(
+                    format!("{f}.match[{j}].upstream"),
+                    format!(
+                        "no upstream named {u:?}; define it under [[upstreams]] or fix the name"
+                    ),
+                );
+            }
+            if m.topic.is_some() && self.kafka.is_none() {
+                p.push(
+                    format!("{f}.match[{j}].topic"),
+                    "a topic needs a [kafka] section with the brokers",
+                );
+            }
+        }
+        for (j, s) in r.split.iter().enumerate() {
+            if !upstream_exists(&s.upstream) {
+                p.push(
+                    format!("{f}.split[{j}].upstream"),
+                    format!(
+                        "no upstream named {:?}; define it under [[upstreams]] or fix the name",
+                        s.upstream
+                    ),
+                );
+            }
         }
     }
 
@@ -480,6 +514,167 @@ upstream = "tracking"
             "io_engine = \"auto\"\nmax_body_bytes = 998976",
         );
         Config::from_toml(&smaller, Path::new("x.toml")).unwrap();
+    }
+
+    const ROUTING: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[kafka]
+brokers = "127.0.0.1:9092"
+[kafka.properties]
+"message.max.bytes" = "1049600"
+
+[[upstreams]]
+name = "tracking"
+nodes = ["127.0.0.1:9000"]
+
+[[upstreams]]
+name = "tracking-v2"
+nodes = ["127.0.0.1:9001"]
+
+[[upstreams]]
+name = "payments-tracking"
+nodes = ["127.0.0.1:9002"]
+
+[pii.default]
+fields = ["user_id"]
+hash = "sha256"
+
+[[routes]]
+name = "events"
+path = "/v1/"
+path_match = "prefix"
+upstream = "tracking"
+topic = "events"
+pii = "default"
+split_batches = true
+sticky = "field:device_id"
+
+[[routes.match]]
+field = "event_type"
+equals = ["purchase", "refund"]
+upstream = "payments-tracking"
+topic = "purchases"
+
+[[routes.match]]
+header = "x-event-type"
+equals = ["beta"]
+topic = "beta-events"
+
+[[routes.split]]
+upstream = "tracking"
+weight = 90
+
+[[routes.split]]
+upstream = "tracking-v2"
+weight = 10
+"#;
+
+    #[test]
+    fn payload_rules_and_splits_load_print_and_load_again() {
+        let c = Config::from_toml(ROUTING, Path::new("x.toml")).unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.path_mode(), PathMatch::Prefix);
+        assert_eq!(r.rules().len(), 2);
+        assert_eq!(r.capture_names(), vec!["event_type", "device_id"]);
+        assert_eq!(r.split.len(), 2);
+        let printed = c.to_effective_toml();
+        let again = Config::from_toml(&printed, Path::new("x.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.routes[0].rules(), r.rules());
+        assert_eq!(again.routes[0].split, r.split);
+        assert_eq!(again.routes[0].path_mode(), PathMatch::Prefix);
+        // A plain route still prints `match = "exact"` and loads as before.
+        let plain = Config::from_toml(EXAMPLE, Path::new("x.toml")).unwrap();
+        assert!(plain.to_effective_toml().contains("match = \"exact\""));
+    }
+
+    #[test]
+    fn routing_problems_name_the_field_and_what_to_do() {
+        for (from, to, field, says) in [
+            (
+                "upstream = \"payments-tracking\"",
+                "upstream = \"nope\"",
+                "routes[0].match[0].upstream",
+                "no upstream named \"nope\"",
+            ),
+            (
+                "upstream = \"tracking-v2\"\nweight = 10",
+                "upstream = \"v3\"\nweight = 10",
+                "routes[0].split[1].upstream",
+                "no upstream named \"v3\"",
+            ),
+            (
+                "pii = \"default\"\n",
+                "",
+                "routes[0].match[0].field",
+                "set `pii`",
+            ),
+            (
+                "sticky = \"field:device_id\"",
+                "sticky = \"device\"",
+                "routes[0].sticky",
+                "\"consumer\", \"field:<name>\"",
+            ),
+            (
+                "sticky = \"field:device_id\"",
+                "sticky = \"consumer\"",
+                "routes[0].sticky",
+                "needs auth",
+            ),
+            (
+                "weight = 90",
+                "weight = 2000000",
+                "routes[0].split[0].weight",
+                "over 1000000",
+            ),
+            (
+                "upstream = \"tracking\"\nweight = 90",
+                "upstream = \"payments-tracking\"\nweight = 90",
+                "routes[0].split",
+                "is not a side",
+            ),
+            (
+                "field = \"event_type\"\n",
+                "field = \"event_type\"\nheader = \"x\"\n",
+                "routes[0].match[0]",
+                "exactly one of",
+            ),
+            (
+                "equals = [\"beta\"]",
+                "equals = []",
+                "routes[0].match[1].equals",
+                "1 to 256",
+            ),
+            (
+                "path_match = \"prefix\"",
+                "match = \"prefix\"",
+                "line",
+                "duplicate key `match`",
+            ),
+        ] {
+            assert!(ROUTING.contains(from), "{from}");
+            let bad = ROUTING.replacen(from, to, 1);
+            let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+            let f = e
+                .errors
+                .iter()
+                .find(|f| f.field.starts_with(field))
+                .unwrap_or_else(|| panic!("{to}: no problem at {field}: {e}"));
+            assert!(f.message.contains(says), "{to}: {}", f.message);
+        }
+        // A topic on a rule needs [kafka].
+        let no_kafka = ROUTING
+            .replace("topic = \"events\"\n", "")
+            .replace("[kafka]\nbrokers = \"127.0.0.1:9092\"\n[kafka.properties]\n\"message.max.bytes\" = \"1049600\"\n", "");
+        let e = Config::from_toml(&no_kafka, Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.errors
+                .iter()
+                .any(|f| f.field == "routes[0].match[0].topic"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub enum RequestError {
     /// The upstream exchange failed (unreachable, reset, timeout, bad response, busy, TLS).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The request's events go to different upstreams or topics and the route does not split
+    /// batches (422).
+    #[error("{0}")]
+    MixedDestinations(#[from] crate::dispatch::MixedDestinations),
     /// The admit phase refused the request (401, 403, 429).
     #[error(transparent)]
     Admit(#[from] AdmitError),
@@ -119,6 +123,7 @@ impl RequestError {
                 let (status, code) = e.status_and_code();
                 (status, Reason::from_code(code))
             }
+            MixedDestinations(_) => (422, Reason::MixedDestinations),
             Internal => (500, Reason::InternalError),
         }
     }

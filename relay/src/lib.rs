@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod cpu_quota;
 pub mod delivery;
+pub mod dispatch;
 pub mod doctor;
 pub mod error;
 pub mod kafka;

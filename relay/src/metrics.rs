@@ -317,6 +317,8 @@ pub struct Metrics {
     pub io_engine: Mutex<String>,
     extras: Mutex<Vec<ExtraRenderer>>,
     consumers: Mutex<BTreeMap<String, Arc<ConsumerMetrics>>>,
+    /// `relay_split_requests_total` by (route, side upstream): config names only.
+    splits: Mutex<BTreeMap<(String, String), Arc<Counter>>>,
     /// Rate and quota counters of consumers and routes (kept across reloads).
     pub limits: crate::limit::LimitStore,
 }
@@ -350,6 +352,7 @@ impl Metrics {
             io_engine: Mutex::new(String::new()),
             extras: Mutex::new(Vec::new()),
             consumers: Mutex::new(BTreeMap::new()),
+            splits: Mutex::new(BTreeMap::new()),
             limits: crate::limit::LimitStore::default(),
         })
     }
@@ -385,6 +388,36 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    /// The request counter of side `upstream` of route `route`'s split (kept across reloads).
+    pub fn split(&self, route: &str, upstream: &str) -> Arc<Counter> {
+        let mut m = self.splits.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((route.to_string(), upstream.to_string()))
+            .or_insert_with(|| Arc::new(Counter::new(self.workers)))
+            .clone()
+    }
+
+    fn render_splits(&self, out: &mut String) {
+        let splits = self.splits.lock().unwrap_or_else(|p| p.into_inner());
+        if splits.is_empty() {
+            return;
+        }
+        family(
+            out,
+            "relay_split_requests_total",
+            "counter",
+            "Requests (parts of a split batch) sent to each side of a route's weighted split.",
+        );
+        for ((route, upstream), c) in splits.iter() {
+            let _ = writeln!(
+                out,
+                "relay_split_requests_total{{route=\"{}\",upstream=\"{}\"}} {}",
+                esc(route),
+                esc(upstream),
+                c.sum()
+            );
+        }
     }
 
     /// Counts a rejection with `reason` on worker `w`.
@@ -435,6 +468,7 @@ impl Metrics {
         self.render_requests(&mut out);
         self.render_upstreams(&mut out);
         self.render_config(&mut out);
+        self.render_splits(&mut out);
         for r in self.extras.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             r(&mut out);
         }

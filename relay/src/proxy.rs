@@ -3,17 +3,24 @@
 //! 1. [`route`]: find the route (404 / 405);
 //! 2. [`admit`]: the consumer's credentials and the consumer's and route's limits (401 /
 //!    403 / 429); nothing is published or forwarded for a refused request;
-//! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
-//!    scrubbed (503 `kafka_backpressure` when the path is full);
-//! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
-//! 4. [`build_upstream_request`]: encode the upstream request head and body;
-//! 5. [`exchange`]: send it upstream and read the response (502 / 503 / 504);
+//! 3. [`scrub`]: pseudonymise a copy of the body, the query and the PII headers, fail closed
+//!    (4xx), capturing in the same walk the root members the route routes on;
+//! 4. [`crate::dispatch::plan`]: each event's upstream and topic from the route's payload
+//!    rules and split (422 `mixed_destinations`); one part, or one per destination of a split
+//!    NDJSON batch;
+//! 5. [`publish_original`]: hand each part's original bytes to the Kafka path, before
+//!    anything is forwarded (503 `kafka_backpressure` when the path is full); it runs after
+//!    the scrub pass because the topic may depend on the payload;
+//! 6. [`build_upstream_request`]: encode the upstream request head and body;
+//! 7. [`exchange`]: send it upstream and read the response (502 / 503 / 504); a split batch
+//!    answers with the worst part ([`crate::dispatch::worst`]);
 //! 6. [`write_response`]: relay the upstream's response (the server writes it);
 //! 7. [`log`]: route metrics and the sampled access log.
 //!
 //! Each phase is a short function; a phase that refuses returns a [`RequestError`] and the
 //! later phases do not run.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -23,10 +30,11 @@ use relay_http::{RequestHead, RequestHeadEncoder};
 
 use crate::admit::Admitted;
 use crate::delivery::{publish_original as publish, Pending};
+use crate::dispatch::Part;
 use crate::error::RequestError;
 use crate::kafka::OriginalRecord;
 use crate::route::{KeySource, NoRoute, Route};
-use crate::scrub::{Finding, Scrubber};
+use crate::scrub::{Captures, Finding, Scrubber};
 use crate::snapshot::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
@@ -123,14 +131,55 @@ async fn run_phases<'v>(
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
     admit(ctx, worker, view, route, head)?;
-    let pending = publish_original(ctx, worker, route, head, &body).await?;
-    let (body, query) = scrub(ctx, head, body)?;
-    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
+    let (scrubbed, query, captures) = scrub(ctx, route, head, &body)?;
+    let parts = crate::dispatch::plan(
+        route,
+        &crate::dispatch::Inputs {
+            head,
+            body: &body,
+            ndjson: matches!(
+                crate::scrub::media::body_kind(head.header_str("content-type")),
+                Ok(crate::scrub::BodyKind::Ndjson)
+            ),
+            captures: &captures,
+            consumer: ctx.admitted.consumer.as_deref(),
+            request_id: &ctx.request_id,
+            worker: worker.index,
+        },
+        &mut || worker.random_u64(),
+    )?;
+    let mut pending = Vec::with_capacity(parts.len());
+    for part in &parts {
+        pending.push(publish_original(ctx, worker, route, head, &part.body(&body), part).await?);
+    }
+    let mut requests = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let forwarded = part.body(&scrubbed);
+        requests.push(build_upstream_request(
+            ctx,
+            view,
+            part,
+            head,
+            &forwarded,
+            query.as_deref(),
+        )?);
+    }
+    drop(scrubbed);
     drop(body);
-    // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the answer
-    // then waits for Kafka's.
-    let response = exchange(view, route, head, request).await;
-    pending.settle(response).await
+    // For `ack` delivery the exchanges run while Kafka's round trips are in flight; the
+    // answer then waits for Kafka's.
+    let mut responses = Vec::with_capacity(parts.len());
+    for (part, request) in parts.iter().zip(requests) {
+        responses.push(exchange(view, part.dest.upstream, head, request).await);
+    }
+    let mut results = Vec::with_capacity(parts.len());
+    for (pending, response) in pending.into_iter().zip(responses) {
+        results.push(pending.settle(response).await);
+    }
+    if results.len() == 1 {
+        return results.pop().unwrap_or(Err(RequestError::Internal));
+    }
+    crate::dispatch::worst(results)
 }
 
 /// Phase 1, first after framing: finds the route by method, path and host. Refuses 404
@@ -181,10 +230,11 @@ pub fn admit(
     Ok(())
 }
 
-/// Phase 3, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
-/// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
-/// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
-/// answer waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
+/// Phase 5, after the scrub pass and before anything is forwarded: hands the part's original
+/// bytes (the whole body, byte for byte, unless a split batch was cut) to the Kafka path when
+/// the part has a topic, by the route's delivery mode (`memory`: queued; `spool`: durable on
+/// disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the answer
+/// waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
 /// `kafka_unavailable`; an original too large for the producer is refused, never lost.
 pub async fn publish_original(
     ctx: &RequestCtx<'_>,
@@ -192,8 +242,9 @@ pub async fn publish_original(
     route: &Route,
     head: &RequestHead,
     body: &[u8],
+    part: &Part,
 ) -> Result<Pending, RequestError> {
-    let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
+    let (Some(topic), Some(kafka)) = (&part.dest.topic, &worker.kafka) else {
         return Ok(Pending::Nothing);
     };
     let content_type = head.header_str("content-type");
@@ -216,26 +267,30 @@ pub async fn publish_original(
         payload: body.to_vec(),
         timestamp_ms,
         route: route.name.clone(),
-        request_id: ctx.request_id.clone(),
+        request_id: part.request_id(&ctx.request_id).to_string(),
         content_type: content_type.map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
         consumer: ctx.admitted.consumer.clone(),
+        split: part.dest.side.clone(),
     };
     publish(worker, route, kafka, rec).await
 }
 
-/// Phase 3, after the original is handed over: scrubs the body and the query with the route's
-/// policy, then runs the egress guard over them (headers are hashed and guarded while the
-/// upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
-/// 422 `pii_detected` when a `reject` detector fires, and 400 `empty_body` for a zero-length
-/// JSON body sent with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
-pub fn scrub(
+/// Phase 3, after admission: scrubs a copy of the body and the query with the route's policy,
+/// then runs the egress guard over them (headers are hashed and guarded while the upstream
+/// head is built), capturing in the same walk the root members the route's rules and split
+/// read. Fail closed: refuses 400/415 for a body the policy cannot read, 422 `pii_detected`
+/// when a `reject` detector fires, and 400 `empty_body` for a zero-length JSON body sent with
+/// POST, PUT or PATCH. Returns the body to forward, the scrubbed query (None: unchanged) and
+/// the captures.
+pub fn scrub<'b>(
     ctx: &mut RequestCtx<'_>,
+    route: &Route,
     head: &RequestHead,
-    body: Vec<u8>,
-) -> Result<(Vec<u8>, Option<String>), RequestError> {
+    body: &'b [u8],
+) -> Result<(Cow<'b, [u8]>, Option<String>, Captures), RequestError> {
     let Some(s) = ctx.scrubber else {
-        return Ok((body, None));
+        return Ok((Cow::Borrowed(body), None, Captures::default()));
     };
     let content_type = head.header_str("content-type");
     if body.is_empty()
@@ -244,15 +299,27 @@ pub fn scrub(
     {
         return Err(RequestError::EmptyBody);
     }
-    let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), &body)?;
+    let capture = match &route.dispatch {
+        Some(d) => &d.capture,
+        None => &NO_CAPTURE,
+    };
+    let scrubbed = s.scrub_body_capturing(
+        content_type,
+        head.header_str("content-encoding"),
+        body,
+        capture,
+    )?;
     ctx.fields_hashed += scrubbed.fields_hashed;
     ctx.findings.extend(scrubbed.findings);
     let query = match head.query() {
         Some(q) => s.scrub_query_guarded(q, &mut ctx.findings)?,
         None => None,
     };
-    Ok((scrubbed.body, query))
+    Ok((Cow::Owned(scrubbed.body), query, scrubbed.captures))
 }
+
+static NO_CAPTURE: std::sync::LazyLock<crate::scrub::CaptureSpec> =
+    std::sync::LazyLock::new(crate::scrub::CaptureSpec::default);
 
 /// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
 /// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
@@ -262,12 +329,12 @@ pub fn scrub(
 pub fn build_upstream_request(
     ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
-    route: &Route,
+    part: &Part,
     head: &RequestHead,
     body: &[u8],
     query: Option<&str>,
 ) -> Result<Vec<u8>, RequestError> {
-    let upstream = &view.upstreams[route.upstream];
+    let upstream = &view.upstreams[part.dest.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
     let mut enc =
         RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
@@ -310,7 +377,7 @@ pub fn build_upstream_request(
         Some(prev) => enc.header_parts("X-Forwarded-For", &[prev, b", ", peer_ip.as_bytes()]),
         None => enc.header("X-Forwarded-For", peer_ip.as_bytes()),
     };
-    enc.header("X-Request-Id", ctx.request_id.as_bytes());
+    enc.header("X-Request-Id", part.request_id(&ctx.request_id).as_bytes());
     if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
         enc.header("X-Relay-Key-Id", k.as_bytes());
     }
@@ -324,15 +391,15 @@ pub fn build_upstream_request(
     Ok(req)
 }
 
-/// Phase 5: sends the request to the route's upstream and reads its whole response. Refuses
-/// 502 (unreachable, reset, bad response, TLS), 503 `upstream_busy`, 504 (timeouts).
+/// Phase 7: sends the request to upstream `upstream` (index) and reads its whole response.
+/// Refuses 502 (unreachable, reset, bad response, TLS), 503 `upstream_busy`, 504 (timeouts).
 pub async fn exchange(
     view: &WorkerView,
-    route: &Route,
+    upstream: usize,
     head: &RequestHead,
     request: Vec<u8>,
 ) -> Result<UpstreamResponse, RequestError> {
-    view.upstreams[route.upstream]
+    view.upstreams[upstream]
         .exchange(request, head.method() == "HEAD")
         .await
         .map_err(RequestError::from)

@@ -127,6 +127,8 @@ reasons! {
     RateLimited => "rate_limited",
     /// 429: a `quota` of the consumer or the route.
     QuotaExceeded => "quota_exceeded",
+    /// 422: events of one request go to different destinations (payload rules, splits).
+    MixedDestinations => "mixed_destinations",
     /// 400: a compressed body that does not decode.
     InvalidEncoding => "invalid_encoding",
     /// A code this list does not know (counted, never expected).

@@ -1,11 +1,73 @@
 //! Routes: method + exact or prefix path + optional host, each naming its upstream, Kafka topic
-//! and PII policy. The table is immutable; a reload builds a new one.
+//! and PII policy, and optionally payload rules and a weighted split that choose the upstream
+//! and topic per event ([`Dispatch`]). The table is immutable; a reload builds a new one.
 
 use std::sync::Arc;
 
 pub mod config;
+pub mod matching;
+pub mod split;
 
 pub use config::{KeySource, PathMatch, RouteConfig};
+
+use crate::metrics::Counter;
+use crate::scrub::CaptureSpec;
+use matching::MatchRule;
+use split::{Split, Sticky};
+
+/// A route's compiled payload rules and split (absent on routes with neither).
+#[derive(Debug)]
+pub struct Dispatch {
+    /// `[[routes.match]]`, in order.
+    pub rules: Vec<MatchRule>,
+    /// `[[routes.split]]`.
+    pub split: Option<Split>,
+    /// `split_batches`.
+    pub split_batches: bool,
+    /// The root members the scrub walk captures (rule fields, sticky field).
+    pub capture: CaptureSpec,
+    /// The capture slot of the sticky field.
+    pub sticky_slot: Option<usize>,
+    /// Upstream names by index (for error messages).
+    pub upstream_names: Vec<Arc<str>>,
+}
+
+impl Dispatch {
+    fn new(
+        r: &RouteConfig,
+        upstream_names: &[String],
+        split_counter: &dyn Fn(&str, &str) -> Arc<Counter>,
+    ) -> Option<Dispatch> {
+        if r.rules().is_empty() && r.split.is_empty() {
+            return None;
+        }
+        let capture = CaptureSpec::new(&r.capture_names()).unwrap_or_default();
+        let sticky = r.sticky_source();
+        let sticky_slot = match &sticky {
+            Sticky::Field(f) => capture.slot(f),
+            _ => None,
+        };
+        Some(Dispatch {
+            rules: r
+                .rules()
+                .iter()
+                .map(|m| MatchRule::new(m, &capture, upstream_names))
+                .collect(),
+            split: (!r.split.is_empty()).then(|| {
+                Split::new(&r.split, sticky, upstream_names, |side| {
+                    split_counter(&r.name, side)
+                })
+            }),
+            split_batches: r.split_batches,
+            capture,
+            sticky_slot,
+            upstream_names: upstream_names
+                .iter()
+                .map(|n| Arc::from(n.as_str()))
+                .collect(),
+        })
+    }
+}
 
 /// One compiled route.
 #[derive(Debug)]
@@ -28,6 +90,8 @@ pub struct Route {
     pub pii: Option<String>,
     /// The route's own `delivery`; `None`: `[kafka] delivery`.
     pub delivery: Option<crate::kafka::config::Delivery>,
+    /// Payload rules and split, when the route has any.
+    pub dispatch: Option<Dispatch>,
 }
 
 /// Why no route matched.
@@ -46,8 +110,13 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles validated route configs; `upstream_names` gives each upstream's index.
-    pub fn new(routes: &[RouteConfig], upstream_names: &[String]) -> RouteTable {
+    /// Compiles validated route configs; `upstream_names` gives each upstream's index,
+    /// `split_counter(route, side)` each split side's request counter.
+    pub fn new(
+        routes: &[RouteConfig],
+        upstream_names: &[String],
+        split_counter: &dyn Fn(&str, &str) -> Arc<Counter>,
+    ) -> RouteTable {
         let routes = routes
             .iter()
             .enumerate()
@@ -55,7 +124,7 @@ impl RouteTable {
                 name: Arc::from(r.name.as_str()),
                 index,
                 path: r.path.clone(),
-                path_match: r.path_match,
+                path_match: r.path_mode(),
                 methods: r.methods.clone(),
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 upstream: upstream_names
@@ -70,6 +139,7 @@ impl RouteTable {
                     .unwrap_or(KeySource::None),
                 pii: r.pii.clone(),
                 delivery: r.delivery,
+                dispatch: Dispatch::new(r, upstream_names, split_counter),
             })
             .collect();
         RouteTable { routes }
@@ -137,7 +207,11 @@ mod tests {
         RouteConfig {
             name: name.into(),
             path: path.into(),
-            path_match: m,
+            matching: matching::RouteMatch::Path(m),
+            path_match: None,
+            split_batches: false,
+            split: Vec::new(),
+            sticky: None,
             methods: methods.iter().map(|s| s.to_string()).collect(),
             host: host.map(Into::into),
             upstream: "u".into(),
@@ -160,6 +234,7 @@ mod tests {
                 rc("b", "/v2/", PathMatch::Prefix, &[], Some("api.example.com")),
             ],
             &["u".into()],
+            &|_, _| Arc::new(Counter::new(1)),
         );
         assert_eq!(&*t.find("POST", "/v1/logs", None).unwrap().name, "a");
         assert_eq!(

@@ -37,7 +37,9 @@ impl Snapshot {
     /// Builds a snapshot from a validated config (resolves upstream nodes, reads PII keys).
     pub fn build(config: Config, file_bytes: &[u8], metrics: &Metrics) -> Result<Snapshot, String> {
         let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
-        let routes = RouteTable::new(&config.routes, &names);
+        let routes = RouteTable::new(&config.routes, &names, &|route, side| {
+            metrics.split(route, side)
+        });
         let route_metrics = config
             .routes
             .iter()

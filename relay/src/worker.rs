@@ -150,18 +150,24 @@ impl Worker {
         self.view.borrow().clone()
     }
 
-    /// True for a `rate` fraction of calls (xorshift64*; for access-log sampling).
+    /// True for a `rate` fraction of calls (for access-log sampling).
     pub fn sample(&self, rate: f64) -> bool {
         if rate >= 1.0 {
             return true;
         }
+        let r = (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        r < rate
+    }
+
+    /// A uniformly distributed 64-bit number (xorshift64*, this worker's own state; not for
+    /// secrets): access-log sampling, the weighted random side of a split.
+    pub fn random_u64(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.rng.set(x);
-        let r = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
-        r < rate
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// A new request id, unique per process run: 32 hex digits.

@@ -1,5 +1,6 @@
 //! `[[routes]]`: which requests go where (path, methods, host), the upstream, Kafka topic, key,
-//! PII policy and delivery mode; the key-source syntax; the route's own checks (references to
+//! PII policy and delivery mode, payload rules (`[[routes.match]]`) and weighted splits
+//! (`[[routes.split]]`); the key-source syntax; the route's own checks (references to
 //! upstreams, policies and sections are checked by `crate::config`, which composes them).
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,9 @@ use crate::auth::config::AuthMode;
 use crate::kafka::config::Delivery;
 use crate::limit::config::LimitConfig;
 use crate::problems::Problems;
+use crate::route::matching::{MatchRuleConfig, RouteMatch, MAX_MATCH_RULES};
+use crate::route::split::{SplitConfig, Sticky};
+use crate::scrub::CaptureSpec;
 
 /// How a route's `path` is compared to the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -28,9 +32,27 @@ pub struct RouteConfig {
     pub name: String,
     /// Path to match (without query string); must start with `/`.
     pub path: String,
-    /// `exact` (default) or `prefix`.
+    /// `match = "exact"` (default) or `"prefix"`: the path mode; or `[[routes.match]]` tables:
+    /// payload routing rules (`crate::route::matching`), tried in order, first match wins.
     #[serde(default, rename = "match")]
-    pub path_match: PathMatch,
+    pub matching: RouteMatch,
+    /// The path mode spelled apart, for a route whose `match` holds rules: `"exact"` or
+    /// `"prefix"`. Default: `match`'s path mode, else `"exact"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_match: Option<PathMatch>,
+    /// An NDJSON batch whose lines go to different destinations (rules, split sides) is
+    /// forwarded as one request per destination (lines in order) instead of refused with 422
+    /// `mixed_destinations`. Default false.
+    #[serde(default)]
+    pub split_batches: bool,
+    /// `[[routes.split]]`: weighted sides (upstreams) sharing the traffic no rule took.
+    /// Default: none (all of it to `upstream`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitConfig>,
+    /// What keeps a client on one side of the split: `"consumer"` or `"field:<name>"` (a root
+    /// member of each event, hashed). Default: none (a weighted random choice per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<String>,
     /// Methods accepted, upper case. Default: any method.
     #[serde(default)]
     pub methods: Vec<String>,
@@ -103,9 +125,122 @@ impl KeySource {
 }
 
 impl RouteConfig {
+    /// The path mode: `path_match`, else `match`'s, else exact.
+    pub fn path_mode(&self) -> PathMatch {
+        match (self.path_match, &self.matching) {
+            (Some(m), _) => m,
+            (None, RouteMatch::Path(m)) => *m,
+            (None, RouteMatch::Rules(_)) => PathMatch::Exact,
+        }
+    }
+
+    /// The payload rules (`[[routes.match]]`).
+    pub fn rules(&self) -> &[MatchRuleConfig] {
+        self.matching.rules()
+    }
+
+    /// Whether originals of this route go to Kafka (its `topic`, or a rule's).
+    pub fn has_topic(&self) -> bool {
+        self.topic.is_some() || self.rules().iter().any(|r| r.topic.is_some())
+    }
+
+    /// The sticky source (`None` when unset or invalid; validation reports the latter).
+    pub fn sticky_source(&self) -> Sticky {
+        self.sticky
+            .as_deref()
+            .and_then(|s| Sticky::parse(s).ok())
+            .unwrap_or(Sticky::None)
+    }
+
+    /// The root members the scrub walk captures for this route: the rules' fields, then the
+    /// sticky field.
+    pub fn capture_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .rules()
+            .iter()
+            .filter_map(|r| r.field.as_deref())
+            .collect();
+        let sticky_field = self
+            .sticky
+            .as_deref()
+            .and_then(|s| s.strip_prefix("field:"))
+            .filter(|f| !f.is_empty() && !self.split.is_empty());
+        names.extend(sticky_field);
+        names
+    }
+
+    /// Records the problems of the payload rules, the split and `split_batches` under `f`.
+    fn validate_dispatch(&self, f: &str, p: &mut Problems) {
+        let rules = self.rules();
+        if let (Some(_), RouteMatch::Path(m)) = (self.path_match, &self.matching) {
+            if *m != PathMatch::Exact {
+                p.push(
+                    format!("{f}.path_match"),
+                    "the path mode is set twice (`match` and `path_match`): keep `path_match`",
+                );
+            }
+        }
+        if rules.len() > MAX_MATCH_RULES {
+            p.push(
+                format!("{f}.match"),
+                format!(
+                    "{} rules: a route has at most {MAX_MATCH_RULES}",
+                    rules.len()
+                ),
+            );
+        }
+        for (j, r) in rules.iter().enumerate() {
+            r.validate(&format!("{f}.match[{j}]"), p);
+            if r.field.is_some() && self.pii.is_none() {
+                p.push(
+                    format!("{f}.match[{j}].field"),
+                    "a field rule reads the body in the PII scrub pass: set `pii` on this route (or match on a `header`)",
+                );
+            }
+        }
+        crate::route::split::validate(&self.split, &format!("{f}.split"), p);
+        if !self.split.is_empty() && !self.split.iter().any(|s| s.upstream == self.upstream) {
+            p.push(
+                format!("{f}.split"),
+                format!(
+                    "the route's upstream {:?} is not a side: add [[routes.split]] upstream = {:?} with its weight (0 to send it nothing)",
+                    self.upstream, self.upstream
+                ),
+            );
+        }
+        if let Some(s) = &self.sticky {
+            match Sticky::parse(s) {
+                Err(msg) => p.push(format!("{f}.sticky"), msg),
+                Ok(_) if self.split.is_empty() => p.push(
+                    format!("{f}.sticky"),
+                    "sticky chooses a side of [[routes.split]]: add the split, or remove `sticky`",
+                ),
+                Ok(Sticky::Field(_)) if self.pii.is_none() => p.push(
+                    format!("{f}.sticky"),
+                    "a sticky field is read in the PII scrub pass: set `pii` on this route",
+                ),
+                Ok(Sticky::Consumer) if self.auth == AuthMode::None => p.push(
+                    format!("{f}.sticky"),
+                    "sticky = \"consumer\" needs auth = \"required\" or \"optional\" on this route",
+                ),
+                Ok(_) => {}
+            }
+        }
+        if self.split_batches && rules.is_empty() && self.split.is_empty() {
+            p.push(
+                format!("{f}.split_batches"),
+                "split_batches needs [[routes.match]] rules or [[routes.split]] sides to split by; remove it",
+            );
+        }
+        if let Err(msg) = CaptureSpec::new(&self.capture_names()) {
+            p.push(format!("{f}.match"), msg);
+        }
+    }
+
     /// Records the problems of this route's own fields under `field` (`routes[0]`).
     pub fn validate(&self, field: &str, p: &mut Problems) {
         let f = field;
+        self.validate_dispatch(f, p);
         if !self.path.starts_with('/') {
             p.push(
                 format!("{f}.path"),
@@ -120,7 +255,7 @@ impl RouteConfig {
                 );
             }
         }
-        if self.delivery.is_some() && self.topic.is_none() {
+        if self.delivery.is_some() && !self.has_topic() {
             p.push(
                 format!("{f}.delivery"),
                 "delivery is about the Kafka copy: set `topic` too, or remove `delivery`",

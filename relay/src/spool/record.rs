@@ -169,6 +169,7 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         content_type: None,
         key_id: None,
         consumer: None,
+        split: None,
     };
     let n = r.u16()?;
     for _ in 0..n {
@@ -243,6 +244,7 @@ pub(crate) fn sample(i: usize) -> OriginalRecord {
         content_type: i.is_multiple_of(3).then(|| "application/json".into()),
         key_id: (!i.is_multiple_of(5)).then(|| "k1".into()),
         consumer: i.is_multiple_of(2).then(|| "ios-app".into()),
+        split: i.is_multiple_of(4).then(|| "tracking-v2".into()),
     }
 }
 
