@@ -1,0 +1,645 @@
+//! Payload routing and weighted splits, black box, on both io engines: the built binary, three
+//! real stub upstreams that record what reached them, and a real Kafka-protocol broker (tansu).
+//!
+//! - `[[routes.match]]` on a root field (escaped, duplicated, a PII field matched on its raw
+//!   value, non-string values, values at, under and over the 1024-byte capture limit) and on a
+//!   header send each request to its upstream and its original to its topic; nothing refused
+//!   is forwarded or published (non-UTF-8, malformed, mixed JSON batches, mixed NDJSON).
+//! - `split_batches = true`: one request per destination with the lines in order, the worst
+//!   status and that upstream's body for the client, each part's original on its own topic.
+//! - `[[routes.split]]` sticky on `device_id`: one device always reaches the same side, also
+//!   after an admin reload that keeps the weights; `relay-split` header and metric; a random
+//!   split follows its weights.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use relay_e2e::broker::{read_topic, ReadBack, Tansu};
+use relay_e2e::{wait_for, Behavior, Client, Relay, Response, StubUpstream};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// 1024 bytes: exactly the capture limit (a rule value of this length can still match).
+fn at_limit() -> String {
+    "x".repeat(1024)
+}
+
+fn config(engine: &str, brokers: &str, ups: [SocketAddr; 3], extra: &str) -> String {
+    let [tracking, payments, v2] = ups;
+    let at_limit = at_limit();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+io_engine = "{engine}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[kafka]
+brokers = "{brokers}"
+[kafka.properties]
+"linger.ms" = "5"
+"message.max.bytes" = "1049600"
+
+[[upstreams]]
+name = "tracking"
+nodes = ["{tracking}"]
+
+[[upstreams]]
+name = "payments-tracking"
+nodes = ["{payments}"]
+
+[[upstreams]]
+name = "tracking-v2"
+nodes = ["{v2}"]
+
+[pii.default]
+fields = ["user_id", "device_id"]
+hash = "sha256"
+
+[[routes]]
+name = "events"
+path = "/v1/events"
+upstream = "tracking"
+topic = "events"
+pii = "default"
+
+[[routes.match]]
+field = "event_type"
+equals = ["purchase", "{at_limit}"]
+upstream = "payments-tracking"
+topic = "purchases"
+
+[[routes.match]]
+field = "user_id"
+equals = ["vip-1"]
+upstream = "tracking-v2"
+topic = "vip"
+
+[[routes.match]]
+header = "x-event-type"
+equals = ["beta"]
+upstream = "tracking-v2"
+
+[[routes]]
+name = "batches"
+path = "/v1/batch"
+upstream = "tracking"
+topic = "events"
+pii = "default"
+split_batches = true
+
+[[routes.match]]
+field = "event_type"
+equals = ["purchase"]
+upstream = "payments-tracking"
+topic = "purchases"
+
+[[routes]]
+name = "ab"
+path = "/v1/ab"
+upstream = "tracking"
+topic = "ab"
+pii = "default"
+sticky = "field:device_id"
+
+[[routes.split]]
+upstream = "tracking"
+weight = 1
+
+[[routes.split]]
+upstream = "tracking-v2"
+weight = 1
+
+[[routes]]
+name = "ab-random"
+path = "/v1/ab-random"
+upstream = "tracking"
+pii = "default"
+
+[[routes.split]]
+upstream = "tracking"
+weight = 80
+
+[[routes.split]]
+upstream = "tracking-v2"
+weight = 20
+{extra}
+"#
+    )
+}
+
+struct Setup {
+    broker: Tansu,
+    tracking: StubUpstream,
+    payments: StubUpstream,
+    v2: StubUpstream,
+    relay: Relay,
+}
+
+fn setup(engine: &str) -> Setup {
+    let broker = Tansu::start();
+    for t in ["events", "purchases", "vip", "ab"] {
+        broker.create_topic(t);
+    }
+    let tracking = StubUpstream::start(Behavior::default());
+    let payments = StubUpstream::start(Behavior::default());
+    let v2 = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&config(
+        engine,
+        &broker.bootstrap(),
+        [tracking.addr, payments.addr, v2.addr],
+        "",
+    ));
+    assert_eq!(relay.io_engine, engine, "{}", relay.log());
+    Setup {
+        broker,
+        tracking,
+        payments,
+        v2,
+        relay,
+    }
+}
+
+fn send(addr: SocketAddr, path: &str, ct: &str, headers: &str, body: &[u8]) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: relay\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{headers}\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(body);
+    c.recv().expect("a response")
+}
+
+fn json(addr: SocketAddr, path: &str, body: &str) -> Response {
+    send(addr, path, "application/json", "", body.as_bytes())
+}
+
+fn assert_error(r: &Response, status: u16, code: &str, says: &[&str]) {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["error"], code, "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    for s in says {
+        assert!(msg.contains(s), "{msg:?} does not say {s:?}");
+    }
+}
+
+fn bodies(up: &StubUpstream) -> Vec<String> {
+    up.requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
+fn payloads(records: &[ReadBack]) -> HashSet<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect()
+}
+
+/// Reads exactly `n` records of `topic` (and checks no more arrive within the read).
+fn topic(broker: &Tansu, topic: &str, n: usize) -> Vec<ReadBack> {
+    let got = read_topic(&broker.bootstrap(), topic, n + 1, Duration::from_secs(8));
+    if got.len() < n {
+        let got = read_topic(&broker.bootstrap(), topic, n, LONG);
+        assert_eq!(got.len(), n, "{topic}: {:?}", payloads(&got));
+        return got;
+    }
+    assert_eq!(got.len(), n, "{topic}: {:?}", payloads(&got));
+    got
+}
+
+fn matches_land_on_their_upstream_and_topic(engine: &str) {
+    let s = setup(engine);
+    let a = s.relay.addr;
+    let at = at_limit();
+    let under = "x".repeat(1023);
+    let over = "x".repeat(1025);
+    // (body, header, which stub, which topic)
+    let cases: Vec<(String, &str, &StubUpstream, &str)> = vec![
+        (
+            r#"{"event_type":"purchase","user_id":"u-1"}"#.into(),
+            "",
+            &s.payments,
+            "purchases",
+        ),
+        (
+            r#"{"ev\u0065nt_type":"purch\u0061se","user_id":"u-2"}"#.into(),
+            "",
+            &s.payments,
+            "purchases",
+        ),
+        (
+            r#"{"event_type":"view","event_type":"purchase"}"#.into(),
+            "",
+            &s.payments,
+            "purchases",
+        ),
+        (
+            r#"{"event_type":"view","user_id":"u-3"}"#.into(),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            r#"{"event_type":"view","user_id":"vip-1"}"#.into(),
+            "",
+            &s.v2,
+            "vip",
+        ),
+        (
+            r#"{"event_type":"view","user_id":"u-4"}"#.into(),
+            "X-Event-Type: beta\r\n",
+            &s.v2,
+            "events",
+        ),
+        (
+            r#"{"event_type":{"purchase":1},"n":1}"#.into(),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            r#"{"event_type":["purchase"],"n":2}"#.into(),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            r#"{"event_type":5,"n":3}"#.into(),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            r#"{"nested":{"event_type":"purchase"}}"#.into(),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            format!(r#"{{"event_type":"{at}","n":4}}"#),
+            "",
+            &s.payments,
+            "purchases",
+        ),
+        (
+            format!(r#"{{"event_type":"{under}","n":5}}"#),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            format!(r#"{{"event_type":"{over}","n":6}}"#),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            format!(
+                r#"{{"event_type":"purchase{}","n":7}}"#,
+                "y".repeat(100_000)
+            ),
+            "",
+            &s.tracking,
+            "events",
+        ),
+        (
+            r#"[{"event_type":"purchase"},{"event_type":"purchase","n":8}]"#.into(),
+            "",
+            &s.payments,
+            "purchases",
+        ),
+    ];
+    for (body, headers, _, _) in &cases {
+        let r = send(
+            a,
+            "/v1/events",
+            "application/json",
+            headers,
+            body.as_bytes(),
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{body:.80}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    for (up, name) in [
+        (&s.payments, "payments"),
+        (&s.tracking, "tracking"),
+        (&s.v2, "v2"),
+    ] {
+        let want: Vec<usize> = (0..cases.len())
+            .filter(|i| std::ptr::eq(cases[*i].2, up))
+            .collect();
+        let got = bodies(up);
+        assert_eq!(got.len(), want.len(), "{name}: {got:.100?}");
+    }
+    // The PII member matched on its raw value; upstream only the pseudonym.
+    let vip = bodies(&s.v2);
+    assert!(
+        vip.iter()
+            .all(|b| !b.contains("vip-1") && !b.contains("u-4")),
+        "{vip:?}"
+    );
+
+    // Refused: nothing forwarded, nothing published.
+    let before = s.tracking.count() + s.payments.count() + s.v2.count();
+    let r = send(
+        a,
+        "/v1/events",
+        "application/json",
+        "",
+        b"{\"event_type\":\"purch\xffse\"}",
+    );
+    assert_error(&r, 400, "invalid_utf8", &[]);
+    assert_error(
+        &json(a, "/v1/events", r#"{"event_type":"purchase""#),
+        400,
+        "invalid_json",
+        &[],
+    );
+    assert_error(
+        &json(
+            a,
+            "/v1/events",
+            r#"[{"event_type":"purchase"},{"event_type":"view"}]"#,
+        ),
+        422,
+        "mixed_destinations",
+        &[
+            "events 0 and 1",
+            "payments-tracking",
+            "tracking",
+            "split_batches",
+        ],
+    );
+    let mixed = "{\"event_type\":\"view\"}\n{\"event_type\":\"purchase\"}\n";
+    assert_error(
+        &send(
+            a,
+            "/v1/events",
+            "application/x-ndjson",
+            "",
+            mixed.as_bytes(),
+        ),
+        422,
+        "mixed_destinations",
+        &[
+            "line 1",
+            "line 2",
+            "split_batches = true on route \"events\"",
+        ],
+    );
+    let in_line = "[{\"event_type\":\"view\"},{\"event_type\":\"purchase\"}]\n";
+    assert_error(
+        &send(
+            a,
+            "/v1/batch",
+            "application/x-ndjson",
+            "",
+            in_line.as_bytes(),
+        ),
+        422,
+        "mixed_destinations",
+        &["line 1 holds events for different destinations"],
+    );
+    assert_eq!(
+        s.tracking.count() + s.payments.count() + s.v2.count(),
+        before
+    );
+
+    // Kafka: each original, byte for byte, on its case's topic; nothing refused.
+    for t in ["purchases", "events", "vip"] {
+        let want: HashSet<String> = cases
+            .iter()
+            .filter(|c| c.3 == t)
+            .map(|c| c.0.clone())
+            .collect();
+        let got = topic(&s.broker, t, want.len());
+        assert_eq!(payloads(&got), want, "{t}");
+        assert!(got.iter().all(|r| r.header("relay-split").is_none()));
+    }
+    assert_eq!(
+        s.relay
+            .metric(r#"relay_rejected_requests_total{reason="mixed_destinations"}"#),
+        3.0
+    );
+}
+
+fn split_batches_forward_per_destination_with_the_worst_status(engine: &str) {
+    let s = setup(engine);
+    let a = s.relay.addr;
+    let lines = [
+        r#"{"event_type":"view","n":1,"user_id":"u-1"}"#,
+        r#"{"event_type":"purchase","n":2}"#,
+        "",
+        r#"{"event_type":"view","n":3}"#,
+        r#"{"event_type":"purchase","n":4}"#,
+    ];
+    let batch = lines.join("\n") + "\n";
+    let answer = |status: u16, body: &str| Behavior {
+        status,
+        body: body.as_bytes().to_vec(),
+        ..Behavior::default()
+    };
+    // 5xx beats 2xx; 4xx beats 2xx; all 2xx: the first part's answer.
+    for (tracking, payments, want) in [
+        (
+            answer(200, "t-ok"),
+            answer(500, "payments down"),
+            (500, "payments down"),
+        ),
+        (
+            answer(404, "t-missing"),
+            answer(201, "p-created"),
+            (404, "t-missing"),
+        ),
+        (answer(202, "t-ok"), answer(201, "p-created"), (202, "t-ok")),
+    ] {
+        s.tracking.set(tracking);
+        s.payments.set(payments);
+        let r = send(
+            a,
+            "/v1/batch",
+            "application/x-ndjson",
+            "X-Request-Id: batch-1\r\n",
+            batch.as_bytes(),
+        );
+        assert_eq!((r.status, String::from_utf8_lossy(&r.body).as_ref()), want);
+    }
+    let t = s.tracking.requests();
+    let p = s.payments.requests();
+    assert_eq!((t.len(), p.len()), (3, 3));
+    for (got, n, id) in [(&t[0], [1, 3], "batch-1-1"), (&p[0], [2, 4], "batch-1-2")] {
+        let text = String::from_utf8_lossy(&got.body);
+        let ns: Vec<&str> = text.lines().collect();
+        assert_eq!(ns.len(), 2, "{text}");
+        assert!(
+            ns[0].contains(&format!("\"n\":{}", n[0]))
+                && ns[1].contains(&format!("\"n\":{}", n[1])),
+            "{text}"
+        );
+        assert!(!text.contains("u-1"), "scrubbed: {text}");
+        assert_eq!(got.header("x-request-id"), Some(id));
+        assert_eq!(
+            got.header("content-length"),
+            Some(got.body.len().to_string().as_str())
+        );
+    }
+    // Kafka: each part's original lines on its topic, with the part's request id.
+    let events = topic(&s.broker, "events", 3);
+    let purchases = topic(&s.broker, "purchases", 3);
+    let want_events = format!("{}\n{}\n", lines[0], lines[3]);
+    let want_purchases = format!("{}\n{}\n", lines[1], lines[4]);
+    assert_eq!(payloads(&events), HashSet::from([want_events]));
+    assert_eq!(payloads(&purchases), HashSet::from([want_purchases]));
+    assert!(events
+        .iter()
+        .all(|r| r.header("relay-request-id") == Some(&b"batch-1-1"[..])));
+    assert!(purchases
+        .iter()
+        .all(|r| r.header("relay-request-id") == Some(&b"batch-1-2"[..])));
+    // One destination: the body whole, byte for byte (blank line kept), one request.
+    let same = "{\"event_type\":\"view\",\"n\":5}\n\n{\"n\":6}\n";
+    s.tracking.set(Behavior::default());
+    assert_eq!(
+        send(a, "/v1/batch", "application/x-ndjson", "", same.as_bytes()).status,
+        200
+    );
+    assert_eq!(s.tracking.requests()[3].body, same.as_bytes());
+    let events = topic(&s.broker, "events", 4);
+    assert!(payloads(&events).contains(same));
+}
+
+fn splits_are_sticky_by_device_across_a_reload(engine: &str) {
+    let s = setup(engine);
+    let a = s.relay.addr;
+    let devices = 40;
+    let side_of = |s: &Setup, round: usize| -> HashMap<usize, &'static str> {
+        let mut side = HashMap::new();
+        for d in 0..devices {
+            for k in 0..3 {
+                let before = (s.tracking.count(), s.v2.count());
+                let body = format!(r#"{{"device_id":"device-{d}","round":{round},"k":{k}}}"#);
+                let mut c = Client::connect(a);
+                assert_eq!(c.post("/v1/ab", body.as_bytes()).status, 200);
+                let now = if s.tracking.count() > before.0 {
+                    "tracking"
+                } else {
+                    "tracking-v2"
+                };
+                assert_eq!(s.tracking.count() + s.v2.count(), before.0 + before.1 + 1);
+                let prev = side.insert(d, now);
+                assert!(
+                    prev.is_none() || prev == Some(now),
+                    "device-{d} moved from {prev:?} to {now}"
+                );
+            }
+        }
+        side
+    };
+    let first = side_of(&s, 0);
+    let on_v2 = first.values().filter(|v| **v == "tracking-v2").count();
+    assert!(
+        (8..=32).contains(&on_v2),
+        "{on_v2} of {devices} devices on v2 with 1:1 weights"
+    );
+    // Kafka: the chosen side in relay-split; the metric counts each request once.
+    let records = topic(&s.broker, "ab", devices * 3);
+    for r in &records {
+        let body = String::from_utf8_lossy(&r.payload);
+        let d: usize = body
+            .split("device-")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            r.header("relay-split"),
+            Some(first[&d].as_bytes()),
+            "{body}"
+        );
+    }
+    let metric = |side: &str| {
+        s.relay.metric(&format!(
+            r#"relay_split_requests_total{{route="ab",upstream="{side}"}}"#
+        ))
+    };
+    assert_eq!(metric("tracking-v2"), (on_v2 * 3) as f64);
+    assert_eq!(
+        metric("tracking") + metric("tracking-v2"),
+        (devices * 3) as f64
+    );
+
+    // Reload with the same weights (and one more route): every device keeps its side.
+    let extra = "[[routes]]\nname = \"extra\"\npath = \"/v1/extra\"\nupstream = \"tracking\"\n";
+    let cfg = config(
+        engine,
+        &s.broker.bootstrap(),
+        [s.tracking.addr, s.payments.addr, s.v2.addr],
+        extra,
+    );
+    std::fs::write(&s.relay.config_path, cfg).unwrap();
+    let (status, body) = s.relay.admin_post("/reload");
+    assert_eq!(status, 200, "{body}");
+    wait_for(Duration::from_secs(10), || {
+        (s.relay
+            .metric(r#"relay_config_reloads_total{result="success"}"#)
+            >= 1.0)
+            .then_some(())
+    })
+    .expect("reloaded");
+    assert_eq!(
+        json(a, "/v1/extra", "{}").status,
+        200,
+        "the reloaded config is in use"
+    );
+    let second = side_of(&s, 1);
+    assert_eq!(first, second, "a device changed sides across the reload");
+
+    // No sticky value: a weighted random choice (80:20) per request.
+    let (t0, v0) = (s.tracking.count(), s.v2.count());
+    let n = 400;
+    for i in 0..n {
+        assert_eq!(
+            json(a, "/v1/ab-random", &format!(r#"{{"i":{i}}}"#)).status,
+            200
+        );
+    }
+    let v2 = s.v2.count() - v0;
+    assert_eq!(s.tracking.count() - t0 + v2, n);
+    assert!((40..=120).contains(&v2), "{v2} of {n} on the 20% side");
+    assert_eq!(s.payments.count(), 0);
+}
+
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $case() { super::$case("io_uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $case() { super::$case("epoll") } )*
+        }
+    };
+}
+
+on_both_engines!(
+    matches_land_on_their_upstream_and_topic,
+    split_batches_forward_per_destination_with_the_worst_status,
+    splits_are_sticky_by_device_across_a_reload,
+);
