@@ -10,12 +10,14 @@
 //! - `[[routes.split]]` sticky on `device_id`: one device always reaches the same side, also
 //!   after an admin reload that keeps the weights; `relay-split` header and metric; a random
 //!   split follows its weights.
+//! - `delivery = "ack"` on a routed route: the chosen upstream is called while Kafka's round
+//!   trip is in flight (Produce held back by a gate), and the answer waits for the ack.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use relay_e2e::broker::{read_topic, ReadBack, Tansu};
+use relay_e2e::broker::{read_topic, GatedTansu, ReadBack, Tansu};
 use relay_e2e::{wait_for, Behavior, Client, Relay, Response, StubUpstream};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -627,6 +629,55 @@ fn splits_are_sticky_by_device_across_a_reload(engine: &str) {
     assert_eq!(s.payments.count(), 0);
 }
 
+fn ack_routes_call_the_upstream_while_kafka_acknowledges(engine: &str) {
+    let b = GatedTansu::start();
+    b.tansu.create_topic("purchases");
+    b.tansu.create_topic("events");
+    let tracking = StubUpstream::start(Behavior::default());
+    let payments = StubUpstream::start(Behavior::default());
+    let v2 = StubUpstream::start(Behavior::default());
+    let cfg = config(
+        engine,
+        &b.bootstrap(),
+        [tracking.addr, payments.addr, v2.addr],
+        "",
+    )
+    .replacen(
+        "topic = \"events\"\npii = \"default\"\n",
+        "topic = \"events\"\npii = \"default\"\ndelivery = \"ack\"\n",
+        1,
+    );
+    assert!(cfg.contains("delivery = \"ack\""));
+    let relay = Relay::start(&cfg);
+    let a = relay.addr;
+    // Warm: metadata and connections in place.
+    assert_eq!(
+        json(a, "/v1/events", r#"{"event_type":"view"}"#).status,
+        200
+    );
+    b.gate.close();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(json(a, "/v1/events", r#"{"event_type":"purchase","n":1}"#));
+    });
+    // The upstream gets the request although Kafka cannot have acknowledged (Produce held).
+    wait_for(LONG, || (payments.count() == 1).then_some(()))
+        .expect("payments called during the Kafka round trip");
+    assert!(rx.try_recv().is_err(), "answered before Kafka acknowledged");
+    b.gate.open();
+    let r = rx
+        .recv_timeout(LONG)
+        .expect("the answer once Kafka acknowledged");
+    t.join().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = read_topic(&b.bootstrap(), "purchases", 1, LONG);
+    assert_eq!(
+        payloads(&got),
+        HashSet::from([r#"{"event_type":"purchase","n":1}"#.to_string()])
+    );
+    assert_eq!(tracking.count(), 1);
+}
+
 macro_rules! on_both_engines {
     ($($case:ident),* $(,)?) => {
         mod io_uring {
@@ -642,4 +693,5 @@ on_both_engines!(
     matches_land_on_their_upstream_and_topic,
     split_batches_forward_per_destination_with_the_worst_status,
     splits_are_sticky_by_device_across_a_reload,
+    ack_routes_call_the_upstream_while_kafka_acknowledges,
 );
