@@ -346,6 +346,194 @@ pub fn worst(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::metrics::Counter;
+    use crate::route::RouteTable;
+    use crate::scrub::{CaptureSpec, HashAlgorithm, PiiPolicyConfig, Scrubber};
+    use relay_http::HeadLimits;
+    use std::collections::HashSet;
+
+    const CFG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "a"
+nodes = ["127.0.0.1:1"]
+[[upstreams]]
+name = "b"
+nodes = ["127.0.0.1:2"]
+[[consumers]]
+name = "ios-app"
+api_key_sha256 = ["0000000000000000000000000000000000000000000000000000000000000000"]
+[pii.p]
+fields = ["user_id"]
+hash = "sha256"
+
+[[routes]]
+name = "rules"
+path = "/r"
+upstream = "a"
+pii = "p"
+split_batches = true
+[[routes.match]]
+header = "x-kind"
+equals = ["to-b"]
+upstream = "b"
+[[routes.match]]
+field = "kind"
+equals = ["to-b"]
+upstream = "b"
+
+[[routes]]
+name = "by-consumer"
+path = "/c"
+upstream = "a"
+pii = "p"
+auth = "optional"
+sticky = "consumer"
+[[routes.split]]
+upstream = "a"
+weight = 1
+[[routes.split]]
+upstream = "b"
+weight = 1
+"#;
+
+    fn table() -> RouteTable {
+        let cfg = Config::from_toml(CFG, std::path::Path::new("x.toml")).unwrap();
+        let names: Vec<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
+        RouteTable::new(&cfg.routes, &names, &|_, _| Arc::new(Counter::new(1)))
+    }
+
+    fn head(extra: &str) -> RequestHead {
+        let raw = format!("POST /r HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+        let limits = HeadLimits {
+            max_header_bytes: 65536,
+            max_headers: 100,
+        };
+        RequestHead::parse(raw.as_bytes(), limits)
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn captures(route: &Route, body: &str, ndjson: bool) -> Captures {
+        let s = Scrubber::new(
+            &PiiPolicyConfig {
+                fields: vec!["user_id".into()],
+                hash: HashAlgorithm::Sha256,
+                ..PiiPolicyConfig::default()
+            },
+            None,
+        )
+        .unwrap();
+        let ct = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let spec = route
+            .dispatch
+            .as_ref()
+            .map_or(CaptureSpec::default(), |d| d.capture.clone());
+        s.scrub_body_capturing(Some(ct), None, body.as_bytes(), &spec)
+            .unwrap()
+            .captures
+    }
+
+    fn plan_of(
+        route: &Route,
+        head: &RequestHead,
+        body: &str,
+        ndjson: bool,
+        consumer: Option<&str>,
+        rolls: &mut u32,
+    ) -> Result<Vec<Part>, MixedDestinations> {
+        let c = captures(route, body, ndjson);
+        let x = Inputs {
+            head,
+            body: body.as_bytes(),
+            ndjson,
+            captures: &c,
+            consumer,
+            request_id: "r1",
+            worker: 0,
+        };
+        // A Weyl sequence: uniform over successive draws.
+        let mut random = || {
+            *rolls += 1;
+            u64::from(*rolls).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        };
+        plan(route, &x, &mut random)
+    }
+
+    #[test]
+    fn rules_in_order_header_and_field_and_split_ndjson_parts() {
+        let t = table();
+        let r = &t.routes()[0];
+        let mut rolls = 0;
+        // Header rule: the whole request, whatever the events say.
+        let p = plan_of(
+            r,
+            &head("X-Kind: to-b\r\n"),
+            r#"{"kind":"x"}"#,
+            false,
+            None,
+            &mut rolls,
+        )
+        .unwrap();
+        assert_eq!((p.len(), p[0].dest.upstream), (1, 1));
+        // Field rule per line; lines keep their order; part ids in first-appearance order.
+        let body = "{\"kind\":\"x\"}\n{\"kind\":\"to-b\"}\n\n{\"n\":1}\n[]\n";
+        let p = plan_of(r, &head(""), body, true, None, &mut rolls).unwrap();
+        let got: Vec<_> = p
+            .iter()
+            .map(|p| {
+                (
+                    p.dest.upstream,
+                    p.lines.clone().unwrap(),
+                    p.request_id.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, vec![1, 4, 5], "r1-1".to_string()),
+                (1, vec![2], "r1-2".to_string())
+            ]
+        );
+        assert_eq!(
+            &*p[0].body(body.as_bytes()),
+            b"{\"kind\":\"x\"}\n{\"n\":1}\n[]\n"
+        );
+        assert_eq!(rolls, 0, "no split, no random draw");
+    }
+
+    #[test]
+    fn consumer_stickiness_and_one_random_draw_per_request() {
+        let t = table();
+        let r = &t.routes()[1];
+        let body: String = (0..50).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        let side = |consumer: Option<&str>, rolls: &mut u32| {
+            let p = plan_of(r, &head(""), &body, true, consumer, rolls).unwrap();
+            assert_eq!(p.len(), 1, "one request never splits by chance");
+            assert!(p[0].lines.is_none());
+            p[0].dest.side.clone().unwrap()
+        };
+        let mut rolls = 0;
+        let first = side(Some("ios-app"), &mut rolls);
+        for _ in 0..20 {
+            assert_eq!(side(Some("ios-app"), &mut rolls), first);
+        }
+        assert_eq!(rolls, 0, "a consumer needs no random draw");
+        let mut seen = HashSet::new();
+        for _ in 0..40 {
+            seen.insert(side(None, &mut rolls));
+        }
+        assert_eq!(rolls, 40, "anonymous: one draw per request, not per line");
+        assert_eq!(seen.len(), 2, "anonymous requests spread over both sides");
+    }
 
     fn resp(status: u16, body: &str) -> Result<UpstreamResponse, RequestError> {
         Ok(UpstreamResponse {
