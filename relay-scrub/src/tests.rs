@@ -500,6 +500,9 @@ fn path_params_hash_matching_segments_and_only_when_configured() {
     assert!(p.is_empty(), "{p:?}");
 }
 
+/// (line, element, value of slot 0, value of slot 1) of one captured event.
+type CapturedEvent = (Option<usize>, usize, Option<Captured>, Option<Captured>);
+
 /// Captures of both engines for one body (asserting they agree), as (line, element, value of
 /// slot 0, value of slot 1) per event.
 fn captured(
@@ -507,7 +510,7 @@ fn captured(
     ct: &str,
     body: &str,
     names: &[&str],
-) -> Vec<(Option<usize>, usize, Option<Captured>, Option<Captured>)> {
+) -> Vec<CapturedEvent> {
     let spec = CaptureSpec::new(names).unwrap();
     // Pad so that the simd engine really runs (not only its fallback).
     let mut out = None;

@@ -664,6 +664,18 @@ weight = 10
                 .unwrap_or_else(|| panic!("{to}: no problem at {field}: {e}"));
             assert!(f.message.contains(says), "{to}: {}", f.message);
         }
+        // At most 32 rules (each a header rule here, so no field limit interferes).
+        let rule = "[[routes.match]]\nheader = \"x-n\"\nequals = [\"1\"]\ntopic = \"t\"\n";
+        let at = format!("{ROUTING}{}", rule.repeat(32 - 2));
+        Config::from_toml(&at, Path::new("x.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let over = format!("{at}{rule}");
+        let e = Config::from_toml(&over, Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.errors
+                .iter()
+                .any(|f| f.field == "routes[0].match" && f.message.contains("at most 32")),
+            "{e}"
+        );
         // A topic on a rule needs [kafka].
         let no_kafka = ROUTING
             .replace("topic = \"events\"\n", "")

@@ -131,7 +131,11 @@ async fn run_phases<'v>(
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
     admit(ctx, worker, view, route, head)?;
-    let (scrubbed, query, captures) = scrub(ctx, route, head, &body)?;
+    let Scrubbed {
+        body: scrubbed,
+        query,
+        captures,
+    } = scrub(ctx, route, head, &body)?;
     let parts = crate::dispatch::plan(
         route,
         &crate::dispatch::Inputs {
@@ -288,9 +292,13 @@ pub fn scrub<'b>(
     route: &Route,
     head: &RequestHead,
     body: &'b [u8],
-) -> Result<(Cow<'b, [u8]>, Option<String>, Captures), RequestError> {
+) -> Result<Scrubbed<'b>, RequestError> {
     let Some(s) = ctx.scrubber else {
-        return Ok((Cow::Borrowed(body), None, Captures::default()));
+        return Ok(Scrubbed {
+            body: Cow::Borrowed(body),
+            query: None,
+            captures: Captures::default(),
+        });
     };
     let content_type = head.header_str("content-type");
     if body.is_empty()
@@ -315,7 +323,21 @@ pub fn scrub<'b>(
         Some(q) => s.scrub_query_guarded(q, &mut ctx.findings)?,
         None => None,
     };
-    Ok((Cow::Owned(scrubbed.body), query, scrubbed.captures))
+    Ok(Scrubbed {
+        body: Cow::Owned(scrubbed.body),
+        query,
+        captures: scrubbed.captures,
+    })
+}
+
+/// What [`scrub`] gives the later phases.
+pub struct Scrubbed<'b> {
+    /// The body to forward (the original when the route has no policy).
+    pub body: Cow<'b, [u8]>,
+    /// The scrubbed query (`None`: unchanged).
+    pub query: Option<String>,
+    /// The root members captured for the route's rules and split.
+    pub captures: Captures,
 }
 
 static NO_CAPTURE: std::sync::LazyLock<crate::scrub::CaptureSpec> =

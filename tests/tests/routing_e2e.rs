@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use relay_e2e::broker::{read_topic, GatedTansu, ReadBack, Tansu};
-use relay_e2e::{wait_for, Behavior, Client, Relay, Response, StubUpstream};
+use relay_e2e::{relay_bin, wait_for, Behavior, Client, Relay, Response, StubUpstream};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -676,6 +676,66 @@ fn ack_routes_call_the_upstream_while_kafka_acknowledges(engine: &str) {
         HashSet::from([r#"{"event_type":"purchase","n":1}"#.to_string()])
     );
     assert_eq!(tracking.count(), 1);
+}
+
+/// `relay check` prints the effective routing config and refuses bad references with the field.
+#[test]
+fn relay_check_validates_named_upstreams_topics_and_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("relay.toml");
+    let ups = [
+        relay_e2e::dead_addr(),
+        relay_e2e::dead_addr(),
+        relay_e2e::dead_addr(),
+    ];
+    let good = config("auto", "127.0.0.1:9092", ups, "");
+    let check = |text: &str| {
+        std::fs::write(&f, text).unwrap();
+        std::process::Command::new(relay_bin())
+            .arg("check")
+            .arg("--config")
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = check(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "[[routes.match]]",
+        "[[routes.split]]",
+        "split_batches = true",
+        "sticky = \"field:device_id\"",
+    ] {
+        assert!(printed.contains(want), "{want} not in {printed}");
+    }
+    for (from, to, field) in [
+        (
+            "upstream = \"payments-tracking\"\ntopic = \"purchases\"",
+            "upstream = \"payment\"\ntopic = \"purchases\"",
+            "routes[0].match[0].upstream",
+        ),
+        (
+            "upstream = \"tracking-v2\"\nweight = 1\n",
+            "upstream = \"tracking-v3\"\nweight = 1\n",
+            "routes[2].split[1].upstream",
+        ),
+        (
+            "sticky = \"field:device_id\"",
+            "sticky = \"field:\"",
+            "routes[2].sticky",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        let out = check(&good.replacen(from, to, 1));
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(field), "{field} not named: {err}");
+    }
 }
 
 macro_rules! on_both_engines {

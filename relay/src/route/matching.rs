@@ -305,6 +305,20 @@ mod tests {
             bad.validate("r", &mut p);
             assert!(p.0.iter().any(|e| e.field == field), "{bad:?}: {:?}", p.0);
         }
+        let mut many = ok.clone();
+        many.equals = (0..=MAX_EQUALS).map(|i| i.to_string()).collect();
+        let mut p = Problems::default();
+        many.validate("r", &mut p);
+        assert!(p.0.iter().any(|e| e.field == "r.equals"), "{:?}", p.0);
+        many.equals.pop();
+        let mut p = Problems::default();
+        many.validate("r", &mut p);
+        assert!(
+            p.0.is_empty(),
+            "{} values at the limit: {:?}",
+            MAX_EQUALS,
+            p.0
+        );
         let mut at_limit = ok.clone();
         at_limit.equals = vec!["x".repeat(MAX_CAPTURED_BYTES)];
         let mut p = Problems::default();
