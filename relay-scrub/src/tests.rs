@@ -505,14 +505,8 @@ type CapturedEvent = (Option<usize>, usize, Option<Captured>, Option<Captured>);
 
 /// Captures of both engines for one body (asserting they agree), as (line, element, value of
 /// slot 0, value of slot 1) per event.
-fn captured(
-    s: &Scrubber,
-    ct: &str,
-    body: &str,
-    names: &[&str],
-) -> Vec<CapturedEvent> {
+fn captured(s: &Scrubber, ct: &str, body: &str, names: &[&str]) -> Vec<CapturedEvent> {
     let spec = CaptureSpec::new(names).unwrap();
-    // Pad so that the simd engine really runs (not only its fallback).
     let mut out = None;
     for engine in [Engine::Walker, Engine::Simd] {
         let r = s
