@@ -39,6 +39,11 @@ pub struct CaptureSpec {
 }
 
 impl CaptureSpec {
+    /// The spec that captures nothing (what [`Default`] gives), usable in a `static`.
+    pub const fn none() -> CaptureSpec {
+        CaptureSpec { names: Vec::new() }
+    }
+
     /// A spec for `names` (duplicates folded, order kept: [`CaptureSpec::slot`] indexes it).
     /// Errors name the problem: an empty name, or more than [`MAX_CAPTURE_FIELDS`] names.
     pub fn new<S: AsRef<str>>(names: &[S]) -> Result<CaptureSpec, String> {

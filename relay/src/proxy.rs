@@ -141,10 +141,11 @@ async fn run_phases<'v>(
         &crate::dispatch::Inputs {
             head,
             body: &body,
-            ndjson: matches!(
-                crate::scrub::media::body_kind(head.header_str("content-type")),
-                Ok(crate::scrub::BodyKind::Ndjson)
-            ),
+            ndjson: route.dispatch.is_some()
+                && matches!(
+                    crate::scrub::media::body_kind(head.header_str("content-type")),
+                    Ok(crate::scrub::BodyKind::Ndjson)
+                ),
             captures: &captures,
             consumer: ctx.admitted.consumer.as_deref(),
             request_id: &ctx.request_id,
@@ -152,6 +153,18 @@ async fn run_phases<'v>(
         },
         &mut || worker.random_u64(),
     )?;
+    if let [part] = parts.as_slice() {
+        // One destination (every request of a route without rules or split).
+        let pending = publish_original(ctx, worker, route, head, &body, part).await?;
+        let request = build_upstream_request(ctx, view, part, head, &scrubbed, query.as_deref())?;
+        drop(scrubbed);
+        drop(body);
+        // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the
+        // answer then waits for Kafka's.
+        let response = exchange(view, part.dest.upstream, head, request).await;
+        return pending.settle(response).await;
+    }
+    // A split NDJSON batch: every original handed over first, then the exchanges.
     let mut pending = Vec::with_capacity(parts.len());
     for part in &parts {
         pending.push(publish_original(ctx, worker, route, head, &part.body(&body), part).await?);
@@ -170,8 +183,6 @@ async fn run_phases<'v>(
     }
     drop(scrubbed);
     drop(body);
-    // For `ack` delivery the exchanges run while Kafka's round trips are in flight; the
-    // answer then waits for Kafka's.
     let mut responses = Vec::with_capacity(parts.len());
     for (part, request) in parts.iter().zip(requests) {
         responses.push(exchange(view, part.dest.upstream, head, request).await);
@@ -179,9 +190,6 @@ async fn run_phases<'v>(
     let mut results = Vec::with_capacity(parts.len());
     for (pending, response) in pending.into_iter().zip(responses) {
         results.push(pending.settle(response).await);
-    }
-    if results.len() == 1 {
-        return results.pop().unwrap_or(Err(RequestError::Internal));
     }
     crate::dispatch::worst(results)
 }
@@ -340,8 +348,7 @@ pub struct Scrubbed<'b> {
     pub captures: Captures,
 }
 
-static NO_CAPTURE: std::sync::LazyLock<crate::scrub::CaptureSpec> =
-    std::sync::LazyLock::new(crate::scrub::CaptureSpec::default);
+static NO_CAPTURE: crate::scrub::CaptureSpec = crate::scrub::CaptureSpec::none();
 
 /// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
 /// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
