@@ -7,6 +7,7 @@
 //! The TOML key `match` also holds the route's path mode (`match = "prefix"`): a route with
 //! rules spells its path mode `path_match` instead ([`RouteMatch`] reads both shapes).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -178,7 +179,9 @@ enum Source {
 #[derive(Debug, Clone)]
 pub struct MatchRule {
     source: Source,
-    equals: Vec<Box<str>>,
+    /// A set: one lookup per event whatever the number of values (hostile batches of many
+    /// events cost rules x events lookups, not x values).
+    equals: HashSet<Box<str>>,
     /// Upstream index for matching events (`None`: the route's default).
     pub upstream: Option<usize>,
     /// Topic for matching events (`None`: the route's).
@@ -210,10 +213,11 @@ impl MatchRule {
             Source::Field(slot) => event
                 .and_then(|e| e.get(*slot))
                 .and_then(Captured::as_str)
-                .is_some_and(|v| self.equals.iter().any(|e| **e == *v)),
+                .is_some_and(|v| self.equals.contains(v)),
             Source::Header(h) => head
                 .header(h)
-                .is_some_and(|v| self.equals.iter().any(|e| e.as_bytes() == v)),
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .is_some_and(|v| self.equals.contains(v)),
         }
     }
 
