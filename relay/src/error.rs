@@ -93,7 +93,7 @@ pub enum RequestError {
     /// The request's events go to different upstreams or topics and the route does not split
     /// batches (422).
     #[error("{0}")]
-    MixedDestinations(#[from] crate::dispatch::MixedDestinations),
+    MixedDestinations(#[from] crate::dispatch::error::MixedDestinations),
     /// The admit phase refused the request (401, 403, 429).
     #[error(transparent)]
     Admit(#[from] AdmitError),

@@ -137,8 +137,11 @@ async fn run_phases<'v>(
         captures,
     } = scrub(ctx, route, head, &body)?;
     let parts = crate::dispatch::plan(
-        route,
+        route.dispatch.as_ref(),
         &crate::dispatch::Inputs {
+            route_name: &route.name,
+            upstream: route.upstream,
+            topic: route.topic.clone(),
             head,
             body: &body,
             ndjson: route.dispatch.is_some()

@@ -5,69 +5,11 @@
 use std::sync::Arc;
 
 pub mod config;
-pub mod matching;
-pub mod split;
 
 pub use config::{KeySource, PathMatch, RouteConfig};
 
+use crate::dispatch::Dispatch;
 use crate::metrics::Counter;
-use crate::scrub::CaptureSpec;
-use matching::MatchRule;
-use split::{Split, Sticky};
-
-/// A route's compiled payload rules and split (absent on routes with neither).
-#[derive(Debug)]
-pub struct Dispatch {
-    /// `[[routes.match]]`, in order.
-    pub rules: Vec<MatchRule>,
-    /// `[[routes.split]]`.
-    pub split: Option<Split>,
-    /// `split_batches`.
-    pub split_batches: bool,
-    /// The root members the scrub walk captures (rule fields, sticky field).
-    pub capture: CaptureSpec,
-    /// The capture slot of the sticky field.
-    pub sticky_slot: Option<usize>,
-    /// Upstream names by index (for error messages).
-    pub upstream_names: Vec<Arc<str>>,
-}
-
-impl Dispatch {
-    fn new(
-        r: &RouteConfig,
-        upstream_names: &[String],
-        split_counter: &dyn Fn(&str, &str) -> Arc<Counter>,
-    ) -> Option<Dispatch> {
-        if r.rules().is_empty() && r.split.is_empty() {
-            return None;
-        }
-        let capture = CaptureSpec::new(&r.capture_names()).unwrap_or_default();
-        let sticky = r.sticky_source();
-        let sticky_slot = match &sticky {
-            Sticky::Field(f) => capture.slot(f),
-            _ => None,
-        };
-        Some(Dispatch {
-            rules: r
-                .rules()
-                .iter()
-                .map(|m| MatchRule::new(m, &capture, upstream_names))
-                .collect(),
-            split: (!r.split.is_empty()).then(|| {
-                Split::new(&r.split, sticky, upstream_names, |side| {
-                    split_counter(&r.name, side)
-                })
-            }),
-            split_batches: r.split_batches,
-            capture,
-            sticky_slot,
-            upstream_names: upstream_names
-                .iter()
-                .map(|n| Arc::from(n.as_str()))
-                .collect(),
-        })
-    }
-}
 
 /// One compiled route.
 #[derive(Debug)]
@@ -207,7 +149,7 @@ mod tests {
         RouteConfig {
             name: name.into(),
             path: path.into(),
-            matching: matching::RouteMatch::Path(m),
+            matching: config::RouteMatch::Path(m),
             path_match: None,
             split_batches: false,
             split: Vec::new(),

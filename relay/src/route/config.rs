@@ -3,15 +3,17 @@
 //! (`[[routes.split]]`); the key-source syntax; the route's own checks (references to
 //! upstreams, policies and sections are checked by `crate::config`, which composes them).
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::config::AuthMode;
+use crate::dispatch::config::{
+    validate_split, MatchRuleConfig, SplitConfig, Sticky, MAX_MATCH_RULES,
+};
 use crate::kafka::config::Delivery;
 use crate::limit::config::LimitConfig;
 use crate::problems::Problems;
-use crate::route::matching::{MatchRuleConfig, RouteMatch, MAX_MATCH_RULES};
-use crate::route::split::{SplitConfig, Sticky};
-use crate::scrub::CaptureSpec;
+use relay_scrub::CaptureSpec;
 
 /// How a route's `path` is compared to the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -22,6 +24,71 @@ pub enum PathMatch {
     Exact,
     /// The path starts with `path`.
     Prefix,
+}
+
+/// What the TOML key `match` of a route holds: the path mode (`"exact"` / `"prefix"`) or the
+/// payload rules (`[[routes.match]]` tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// `match = "exact" | "prefix"`.
+    Path(PathMatch),
+    /// `[[routes.match]]` tables.
+    Rules(Vec<MatchRuleConfig>),
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        RouteMatch::Path(PathMatch::Exact)
+    }
+}
+
+impl RouteMatch {
+    /// The payload rules (none for a path mode).
+    pub fn rules(&self) -> &[MatchRuleConfig] {
+        match self {
+            RouteMatch::Rules(r) => r,
+            RouteMatch::Path(_) => &[],
+        }
+    }
+}
+
+impl Serialize for RouteMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RouteMatch::Path(p) => p.serialize(s),
+            RouteMatch::Rules(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteMatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "the path mode \"exact\" or \"prefix\", or [[routes.match]] tables \
+                     (field or header, equals, upstream, topic)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RouteMatch, E> {
+                match v {
+                    "exact" => Ok(RouteMatch::Path(PathMatch::Exact)),
+                    "prefix" => Ok(RouteMatch::Path(PathMatch::Prefix)),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RouteMatch, A::Error> {
+                let mut rules = Vec::new();
+                while let Some(r) = seq.next_element::<MatchRuleConfig>()? {
+                    rules.push(r);
+                }
+                Ok(RouteMatch::Rules(rules))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[[routes]]`: which requests go where, with which policy.
@@ -198,7 +265,7 @@ impl RouteConfig {
                 );
             }
         }
-        crate::route::split::validate(&self.split, &format!("{f}.split"), p);
+        validate_split(&self.split, &format!("{f}.split"), p);
         if !self.split.is_empty() && !self.split.iter().any(|s| s.upstream == self.upstream) {
             p.push(
                 format!("{f}.split"),
@@ -288,5 +355,34 @@ impl RouteConfig {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct R {
+        #[serde(rename = "match", default)]
+        m: RouteMatch,
+    }
+
+    #[test]
+    fn the_match_key_reads_a_path_mode_or_rules_with_clear_errors() {
+        let r: R = toml::from_str("match = \"prefix\"").unwrap();
+        assert_eq!(r.m, RouteMatch::Path(PathMatch::Prefix));
+        let r: R = toml::from_str(
+            "[[match]]\nfield = \"event_type\"\nequals = [\"purchase\"]\nupstream = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(r.m.rules().len(), 1);
+        assert_eq!(r.m.rules()[0].field.as_deref(), Some("event_type"));
+        let e = toml::from_str::<R>("match = \"regex\"").err().unwrap();
+        assert!(e.to_string().contains("\"exact\" or \"prefix\""), "{e}");
+        let e = toml::from_str::<R>("[[match]]\nfeild = \"x\"\nequals = []\n")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("feild"), "{e}");
     }
 }

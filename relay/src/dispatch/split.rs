@@ -8,95 +8,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::dispatch::config::{SplitConfig, Sticky};
 use crate::metrics::Counter;
-use crate::problems::Problems;
-
-/// Most sides of one split.
-pub const MAX_SPLIT_SIDES: usize = 16;
-
-/// Largest weight of one side.
-pub const MAX_SPLIT_WEIGHT: u32 = 1_000_000;
-
-/// One `[[routes.split]]` side.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SplitConfig {
-    /// Upstream (by name) of this side; also the `relay-split` Kafka header and the metric
-    /// label. Required, each once per route.
-    pub upstream: String,
-    /// Relative weight, 0 to 1,000,000 (0: the side gets nothing; at least one side > 0).
-    pub weight: u32,
-}
-
-/// What keeps a client on one side (`sticky`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sticky {
-    /// No stickiness: a weighted random choice per request.
-    None,
-    /// The authenticated consumer's name (anonymous requests: random).
-    Consumer,
-    /// This root member of each event (a string, number or boolean; else random).
-    Field(String),
-}
-
-impl Sticky {
-    /// Parses `"none"`, `"consumer"` or `"field:<name>"`.
-    pub fn parse(s: &str) -> Result<Sticky, String> {
-        match s {
-            "none" => return Ok(Sticky::None),
-            "consumer" => return Ok(Sticky::Consumer),
-            _ => {}
-        }
-        match s.strip_prefix("field:") {
-            Some(f) if !f.is_empty() => Ok(Sticky::Field(f.to_string())),
-            _ => Err(format!(
-                "{s:?} is not a sticky source: use \"consumer\", \"field:<name>\" or \"none\""
-            )),
-        }
-    }
-}
-
-/// Records the problems of a route's `split` sides under `f` (`routes[0].split`).
-pub fn validate(sides: &[SplitConfig], f: &str, p: &mut Problems) {
-    if sides.is_empty() {
-        return;
-    }
-    if sides.len() > MAX_SPLIT_SIDES {
-        p.push(
-            f.to_string(),
-            format!(
-                "{} sides: a split has at most {MAX_SPLIT_SIDES}",
-                sides.len()
-            ),
-        );
-    }
-    for (j, s) in sides.iter().enumerate() {
-        if s.weight > MAX_SPLIT_WEIGHT {
-            p.push(
-                format!("{f}[{j}].weight"),
-                format!(
-                    "{} is over {MAX_SPLIT_WEIGHT}; weights are relative, scale them down",
-                    s.weight
-                ),
-            );
-        }
-        if sides[..j].iter().any(|o| o.upstream == s.upstream) {
-            p.push(
-                format!("{f}[{j}].upstream"),
-                format!("{:?} is a side twice; merge the two weights", s.upstream),
-            );
-        }
-    }
-    if sides.iter().all(|s| s.weight == 0) {
-        p.push(
-            f.to_string(),
-            "every weight is 0: give at least one side a weight above 0",
-        );
-    }
-}
 
 /// One side of a compiled split.
 pub struct Side {
@@ -284,37 +199,5 @@ mod tests {
         assert_eq!(a.side_at(u64::MAX), 1);
         let z = split(&[("a", 0), ("b", 5), ("c", 0)]);
         assert_eq!((z.side_at(0), z.side_at(u64::MAX)), (1, 1));
-    }
-
-    #[test]
-    fn sticky_sources_and_side_problems() {
-        assert_eq!(Sticky::parse("consumer").unwrap(), Sticky::Consumer);
-        assert_eq!(
-            Sticky::parse("field:device_id").unwrap(),
-            Sticky::Field("device_id".into())
-        );
-        assert!(Sticky::parse("field:").is_err());
-        assert!(Sticky::parse("device").is_err());
-        let side = |u: &str, w: u32| SplitConfig {
-            upstream: u.into(),
-            weight: w,
-        };
-        let problems = |sides: &[SplitConfig]| {
-            let mut p = Problems::default();
-            validate(sides, "s", &mut p);
-            p.0.into_iter().map(|e| e.field).collect::<Vec<_>>()
-        };
-        assert!(problems(&[side("a", MAX_SPLIT_WEIGHT), side("b", 0)]).is_empty());
-        assert_eq!(
-            problems(&[side("a", MAX_SPLIT_WEIGHT + 1)]),
-            ["s[0].weight"]
-        );
-        assert_eq!(problems(&[side("a", 0)]), ["s"]);
-        assert_eq!(problems(&[side("a", 1), side("a", 2)]), ["s[1].upstream"]);
-        let many: Vec<SplitConfig> = (0..=MAX_SPLIT_SIDES)
-            .map(|i| side(&format!("u{i}"), 1))
-            .collect();
-        assert_eq!(problems(&many), ["s"]);
-        assert!(problems(&many[..MAX_SPLIT_SIDES]).is_empty());
     }
 }

@@ -17,9 +17,76 @@ use std::sync::Arc;
 use relay_http::RequestHead;
 
 use crate::error::RequestError;
-use crate::route::{Dispatch, Route};
-use crate::scrub::{Captures, EventView};
+use crate::metrics::Counter;
+use crate::route::config::RouteConfig;
+use crate::scrub::{CaptureSpec, Captures, EventView};
 use crate::upstream::UpstreamResponse;
+
+pub mod config;
+pub mod error;
+pub mod rules;
+pub mod split;
+
+pub use config::Sticky;
+pub use error::MixedDestinations;
+use rules::MatchRule;
+use split::Split;
+
+/// A route's compiled payload rules and split (absent on routes with neither).
+#[derive(Debug)]
+pub struct Dispatch {
+    /// `[[routes.match]]`, in order.
+    pub rules: Vec<MatchRule>,
+    /// `[[routes.split]]`.
+    pub split: Option<Split>,
+    /// `split_batches`.
+    pub split_batches: bool,
+    /// The root members the scrub walk captures (rule fields, sticky field).
+    pub capture: CaptureSpec,
+    /// The capture slot of the sticky field.
+    pub sticky_slot: Option<usize>,
+    /// Upstream names by index (for error messages).
+    pub upstream_names: Vec<Arc<str>>,
+}
+
+impl Dispatch {
+    /// Compiles a validated route's rules and split (`None` when it has neither);
+    /// `split_counter(route, side)` gives each side's request counter.
+    pub fn new(
+        r: &RouteConfig,
+        upstream_names: &[String],
+        split_counter: &dyn Fn(&str, &str) -> Arc<Counter>,
+    ) -> Option<Dispatch> {
+        if r.rules().is_empty() && r.split.is_empty() {
+            return None;
+        }
+        let capture = CaptureSpec::new(&r.capture_names()).unwrap_or_default();
+        let sticky = r.sticky_source();
+        let sticky_slot = match &sticky {
+            Sticky::Field(f) => capture.slot(f),
+            _ => None,
+        };
+        Some(Dispatch {
+            rules: r
+                .rules()
+                .iter()
+                .map(|m| MatchRule::new(m, &capture, upstream_names))
+                .collect(),
+            split: (!r.split.is_empty()).then(|| {
+                Split::new(&r.split, sticky, upstream_names, |side| {
+                    split_counter(&r.name, side)
+                })
+            }),
+            split_batches: r.split_batches,
+            capture,
+            sticky_slot,
+            upstream_names: upstream_names
+                .iter()
+                .map(|n| Arc::from(n.as_str()))
+                .collect(),
+        })
+    }
+}
 
 /// Where an event (and so a request or a part of it) goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +137,14 @@ impl Part {
     }
 }
 
-/// The refusal: events of one request go to different destinations.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct MixedDestinations(pub String);
-
 /// What the route and the request say about destinations, for [`plan`].
 pub struct Inputs<'a> {
+    /// The route's name (messages).
+    pub route_name: &'a str,
+    /// The route's upstream index.
+    pub upstream: usize,
+    /// The route's topic.
+    pub topic: Option<Arc<str>>,
     /// The request head (header rules).
     pub head: &'a RequestHead,
     /// The original body.
@@ -97,19 +165,18 @@ pub struct Inputs<'a> {
 /// Refuses [`MixedDestinations`]. `random` is called at most once (a weighted random side for
 /// the events without a sticky value).
 pub fn plan(
-    route: &Route,
+    dispatch: Option<&Dispatch>,
     x: &Inputs<'_>,
     random: &mut dyn FnMut() -> u64,
 ) -> Result<Vec<Part>, MixedDestinations> {
-    let Some(d) = &route.dispatch else {
+    let Some(d) = dispatch else {
         return Ok(vec![whole(Destination {
-            upstream: route.upstream,
-            topic: route.topic.clone(),
+            upstream: x.upstream,
+            topic: x.topic.clone(),
             side: None,
         })]);
     };
     let mut chooser = Chooser {
-        route,
         d,
         x,
         random,
@@ -141,7 +208,6 @@ fn whole(dest: Destination) -> Part {
 }
 
 struct Chooser<'a, 'x> {
-    route: &'a Route,
     d: &'a Dispatch,
     x: &'a Inputs<'x>,
     random: &'a mut dyn FnMut() -> u64,
@@ -162,7 +228,7 @@ impl Chooser<'_, '_> {
             upstream,
             topic: rule
                 .and_then(|r| r.topic.clone())
-                .or_else(|| self.route.topic.clone()),
+                .or_else(|| self.x.topic.clone()),
             side,
         }
     }
@@ -170,7 +236,7 @@ impl Chooser<'_, '_> {
     /// The route's upstream, or its split's side for `ev`.
     fn default_upstream(&mut self, ev: Option<&EventView<'_>>) -> (usize, Option<Arc<str>>) {
         let Some(split) = &self.d.split else {
-            return (self.route.upstream, None);
+            return (self.x.upstream, None);
         };
         let sticky = self
             .d
@@ -183,9 +249,7 @@ impl Chooser<'_, '_> {
                 Some(i) => i,
                 None => {
                     let i = match (&split.sticky, self.x.consumer) {
-                        (crate::route::split::Sticky::Consumer, Some(c)) => {
-                            split.side_for(c.as_bytes())
-                        }
+                        (Sticky::Consumer, Some(c)) => split.side_for(c.as_bytes()),
                         _ => split.side_at((self.random)()),
                     };
                     self.request_side = Some(i);
@@ -277,7 +341,7 @@ impl Chooser<'_, '_> {
                 self.describe(&a.0),
                 b.1[0],
                 self.describe(&b.0),
-                &*self.route.name
+                self.x.route_name
             )));
         }
         Ok(groups
@@ -348,7 +412,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Counter;
-    use crate::route::RouteTable;
+    use crate::route::{Route, RouteTable};
     use crate::scrub::{CaptureSpec, HashAlgorithm, PiiPolicyConfig, Scrubber};
     use relay_http::HeadLimits;
     use std::collections::HashSet;
@@ -451,6 +515,9 @@ weight = 1
     ) -> Result<Vec<Part>, MixedDestinations> {
         let c = captures(route, body, ndjson);
         let x = Inputs {
+            route_name: &route.name,
+            upstream: route.upstream,
+            topic: route.topic.clone(),
             head,
             body: body.as_bytes(),
             ndjson,
@@ -464,7 +531,7 @@ weight = 1
             *rolls += 1;
             u64::from(*rolls).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         };
-        plan(route, &x, &mut random)
+        plan(route.dispatch.as_ref(), &x, &mut random)
     }
 
     #[test]
