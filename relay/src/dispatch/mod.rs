@@ -10,6 +10,10 @@
 //! destination (its lines in their original order, blank lines dropped), each forwarded as its
 //! own request and published as its own original, with request id `<id>-<n>` (n from 1) so
 //! that each part can be deduplicated on its own; [`worst`] picks the answer.
+//!
+//! Modules: [`config`] (the `[[routes.match]]` / `[[routes.split]]` / `sticky` options and
+//! their checks), [`rules`] (compiled rules), [`split`] (the weighted, sticky chooser),
+//! [`error`]; this file compiles a route's [`Dispatch`] and plans each request.
 
 use std::borrow::Cow;
 use std::sync::Arc;
