@@ -173,6 +173,8 @@ async fn run_phases<'v>(
         pending.push(publish_original(ctx, worker, route, head, &part.body(&body), part).await?);
     }
     let mut requests = Vec::with_capacity(parts.len());
+    // Every part carries the same headers: count their hashed values and findings once.
+    let mut once = None;
     for part in &parts {
         let forwarded = part.body(&scrubbed);
         requests.push(build_upstream_request(
@@ -183,6 +185,11 @@ async fn run_phases<'v>(
             &forwarded,
             query.as_deref(),
         )?);
+        once.get_or_insert((ctx.fields_hashed, ctx.findings.len()));
+    }
+    if let Some((hashed, findings)) = once {
+        ctx.fields_hashed = hashed;
+        ctx.findings.truncate(findings);
     }
     drop(scrubbed);
     drop(body);

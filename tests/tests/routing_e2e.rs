@@ -60,6 +60,7 @@ nodes = ["{v2}"]
 
 [pii.default]
 fields = ["user_id", "device_id"]
+headers = ["x-device-id"]
 hash = "sha256"
 
 [[routes]]
@@ -476,7 +477,7 @@ fn split_batches_forward_per_destination_with_the_worst_status(engine: &str) {
             a,
             "/v1/batch",
             "application/x-ndjson",
-            "X-Request-Id: batch-1\r\n",
+            "X-Request-Id: batch-1\r\nX-Device-Id: dev-7\r\n",
             batch.as_bytes(),
         );
         assert_eq!((r.status, String::from_utf8_lossy(&r.body).as_ref()), want);
@@ -495,11 +496,23 @@ fn split_batches_forward_per_destination_with_the_worst_status(engine: &str) {
         );
         assert!(!text.contains("u-1"), "scrubbed: {text}");
         assert_eq!(got.header("x-request-id"), Some(id));
+        let device = got
+            .header("x-device-id")
+            .expect("the PII header on every part");
+        assert!(device.len() == 64 && device != "dev-7", "{device}");
         assert_eq!(
             got.header("content-length"),
             Some(got.body.len().to_string().as_str())
         );
     }
+    // Per request: one body value (line 1's user_id) and one header, counted once, not per part.
+    wait_for(LONG, || {
+        (s.relay
+            .metric(r#"relay_pii_fields_hashed_total{route="batches"}"#)
+            == 6.0)
+            .then_some(())
+    })
+    .expect("2 PII values per batch request, 3 requests");
     // Kafka: each part's original lines on its topic, with the part's request id.
     let events = topic(&s.broker, "events", 3);
     let purchases = topic(&s.broker, "purchases", 3);
