@@ -626,6 +626,31 @@ fn splits_are_sticky_by_device_across_a_reload(engine: &str) {
     );
     let second = side_of(&s, 1);
     assert_eq!(first, second, "a device changed sides across the reload");
+    // And across a SIGHUP reload.
+    let extra2 = format!(
+        "{extra}[[routes]]\nname = \"extra2\"\npath = \"/v1/extra2\"\nupstream = \"tracking\"\n"
+    );
+    let cfg = config(
+        engine,
+        &s.broker.bootstrap(),
+        [s.tracking.addr, s.payments.addr, s.v2.addr],
+        &extra2,
+    );
+    std::fs::write(&s.relay.config_path, cfg).unwrap();
+    s.relay.signal("HUP");
+    wait_for(Duration::from_secs(10), || {
+        (s.relay
+            .metric(r#"relay_config_reloads_total{result="success"}"#)
+            >= 2.0)
+            .then_some(())
+    })
+    .expect("reloaded on SIGHUP");
+    assert_eq!(json(a, "/v1/extra2", "{}").status, 200);
+    assert_eq!(
+        first,
+        side_of(&s, 2),
+        "a device changed sides across the SIGHUP reload"
+    );
 
     // No sticky value: a weighted random choice (80:20) per request.
     let (t0, v0) = (s.tracking.count(), s.v2.count());

@@ -180,6 +180,28 @@ mod tests {
     }
 
     #[test]
+    fn changing_weights_moves_only_the_devices_between_the_boundaries() {
+        let before = split(&[("tracking", 90), ("tracking-v2", 10)]);
+        let after = split(&[("tracking", 8), ("tracking-v2", 2)]);
+        let (mut moved, mut on_v2) = (0, 0);
+        for i in 0..10_000 {
+            let d = format!("device-{i}");
+            let (b, a) = (before.side_for(d.as_bytes()), after.side_for(d.as_bytes()));
+            assert!(!(b == 1 && a == 0), "{d} left v2 although v2 only grew");
+            moved += usize::from(b != a);
+            on_v2 += usize::from(a == 1);
+        }
+        assert!(
+            (800..=1200).contains(&moved),
+            "{moved} moved (about 10% should)"
+        );
+        assert!(
+            (1800..=2200).contains(&on_v2),
+            "{on_v2} on v2 (about 20% should)"
+        );
+    }
+
+    #[test]
     fn a_device_keeps_its_side_across_rebuilds_and_the_hash_is_pinned() {
         let a = split(&[("tracking", 90), ("tracking-v2", 10)]);
         let b = split(&[("tracking", 90), ("tracking-v2", 10)]);
