@@ -55,7 +55,7 @@ const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
     ),
     (
         "content-encoding",
-        "relay refuses encoded bodies and must read it",
+        "relay decodes the body by it",
     ),
     ("expect", "relay answers 100-continue itself"),
     ("upgrade", "it is hop-by-hop and never forwarded"),

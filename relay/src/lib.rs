@@ -10,6 +10,7 @@ pub mod admit;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod coding;
 pub mod cpu_quota;
 pub mod delivery;
 pub mod doctor;

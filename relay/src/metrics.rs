@@ -158,6 +158,8 @@ pub struct RouteMetrics {
     pub bytes_out: Counter,
     /// PII values hashed.
     pub pii_hashed: Counter,
+    /// Compressed request bodies: decoded bytes and refusals.
+    pub decode: crate::coding::metrics::DecodeMetrics,
 }
 
 impl RouteMetrics {
@@ -176,6 +178,7 @@ impl RouteMetrics {
             bytes_in: Counter::new(workers),
             bytes_out: Counter::new(workers),
             pii_hashed: Counter::new(workers),
+            decode: crate::coding::metrics::DecodeMetrics::new(workers),
         }
     }
     /// Counts a response with `status` on worker `w`.
@@ -471,6 +474,8 @@ impl Metrics {
             histogram(out, "relay_request_duration_seconds", &labels, &r.duration);
         }
         per_name(out, "route", &routes, ROUTE_FAMILIES);
+        let decode: Vec<_> = routes.iter().map(|(n, r)| (n.clone(), &r.decode)).collect();
+        crate::coding::metrics::render(out, &decode);
     }
 
     /// Rejections by reason, and the connection, panic and in-flight families.

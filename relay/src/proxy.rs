@@ -3,6 +3,8 @@
 //! 1. [`route`]: find the route (404 / 405);
 //! 2. [`admit`]: the consumer's credentials and the consumer's and route's limits (401 /
 //!    403 / 429); nothing is published or forwarded for a refused request;
+//! 2. [`decode`]: decode a compressed (`Content-Encoding`) body within the route's limits
+//!    (415 / 413 / 400); nothing is published or forwarded for a refused body;
 //! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
 //!    scrubbed (503 `kafka_backpressure` when the path is full);
 //! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
@@ -22,6 +24,7 @@ use relay_http::fields::{connection_tokens, is_hop_by_hop};
 use relay_http::{RequestHead, RequestHeadEncoder};
 
 use crate::admit::Admitted;
+use crate::coding::{self, Applied, ForwardEncoding};
 use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
 use crate::kafka::OriginalRecord;
@@ -49,6 +52,8 @@ pub struct RequestCtx<'v> {
     pub findings: Vec<Finding>,
     /// What [`admit`] found: the consumer and the credential header not to forward.
     pub admitted: Admitted,
+    /// The body's content coding and the forwarded one ([`decode`], [`encode_forward`]).
+    pub coding: Applied,
 }
 
 /// The outcome of a request (for the response and the log phase).
@@ -72,6 +77,7 @@ impl Handled<'_> {
                 fields_hashed: 0,
                 findings: Vec::new(),
                 admitted: Admitted::default(),
+                coding: Applied::default(),
             },
             result: Err(err),
         }
@@ -109,6 +115,7 @@ pub async fn handle<'v>(
         fields_hashed: 0,
         findings: Vec::new(),
         admitted: Admitted::default(),
+        coding: Applied::default(),
     };
     let result = run_phases(&mut ctx, worker, view, head, body).await;
     Handled { ctx, result }
@@ -123,10 +130,12 @@ async fn run_phases<'v>(
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
     admit(ctx, worker, view, route, head)?;
+    let mut body = decode(ctx, worker, view, route, head, body)?;
     let pending = publish_original(ctx, worker, route, head, &body).await?;
-    let (body, query) = scrub(ctx, head, body)?;
-    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
-    drop(body);
+    let (scrubbed, query) = scrub(ctx, head, body.take_decoded())?;
+    let forwarded = encode_forward(ctx, view, route, body, scrubbed)?;
+    let request = build_upstream_request(ctx, view, route, head, &forwarded, query.as_deref())?;
+    drop(forwarded);
     // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the answer
     // then waits for Kafka's.
     let response = exchange(view, route, head, request).await;
@@ -181,6 +190,52 @@ pub fn admit(
     Ok(())
 }
 
+/// Phase 2b, after admission and before anything is published: decodes a body sent with a
+/// `Content-Encoding` (gzip / x-gzip, deflate, zstd; identity is no coding) within the route's
+/// `max_decoded_bytes` and `max_expansion_ratio` ([`coding::Limits::resolve`]). An empty
+/// body is empty under every coding. Refuses 415 `unsupported_content_encoding` (an unknown
+/// or stacked coding, with `Accept-Encoding`), 413 `decoded_body_too_large` /
+/// `expansion_ratio_exceeded`, 400 `invalid_encoding` (corrupt or truncated stream).
+pub fn decode(
+    ctx: &mut RequestCtx<'_>,
+    worker: &Worker,
+    view: &WorkerView,
+    route: &Route,
+    head: &RequestHead,
+    body: Vec<u8>,
+) -> Result<coding::Body, RequestError> {
+    let m = &view.snap.route_metrics[route.index].decode;
+    let values = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+        .map(|(_, v)| v);
+    let c = match coding::parse(values) {
+        Ok(Some(c)) if !body.is_empty() => c,
+        Ok(_) => return Ok(coding::Body::identity(body)),
+        Err(e) => {
+            m.refused(worker.index, &e);
+            return Err(e.into());
+        }
+    };
+    let rc = &view.snap.config.routes[route.index];
+    let limits = coding::Limits::resolve(
+        rc.max_decoded_bytes,
+        rc.max_expansion_ratio,
+        view.snap.config.server.max_body_bytes,
+    );
+    match coding::decode(c, &body, limits) {
+        Ok(decoded) => {
+            m.decoded(worker.index, c, decoded.len());
+            ctx.coding.request = Some(c);
+            Ok(coding::Body::decoded_from(body, decoded))
+        }
+        Err(e) => {
+            m.refused(worker.index, &e);
+            Err(e.into())
+        }
+    }
+}
+
 /// Phase 3, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
 /// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
 /// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
@@ -191,14 +246,17 @@ pub async fn publish_original(
     worker: &Worker,
     route: &Route,
     head: &RequestHead,
-    body: &[u8],
+    body: &coding::Body,
 ) -> Result<Pending, RequestError> {
     let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
         return Ok(Pending::Nothing);
     };
+    let decoded = body.decoded();
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
-        (KeySource::Field(f), Some(s)) => s.key_hash(content_type, body, f).map(String::into_bytes),
+        (KeySource::Field(f), Some(s)) => s
+            .key_hash(content_type, decoded, f)
+            .map(String::into_bytes),
         (KeySource::Header(h), s) => head.header(h).map(|v| match s {
             Some(s) => s.hash_value(v).into_bytes(),
             None => v.to_vec(),
@@ -213,13 +271,14 @@ pub async fn publish_original(
     let rec = OriginalRecord {
         topic: topic.clone(),
         key,
-        payload: body.to_vec(),
+        payload: body.wire.to_vec(),
         timestamp_ms,
         route: route.name.clone(),
         request_id: ctx.request_id.clone(),
         content_type: content_type.map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
         consumer: ctx.admitted.consumer.clone(),
+        content_encoding: ctx.coding.request.map(|c| c.as_str().to_string()),
     };
     publish(worker, route, kafka, rec).await
 }
@@ -244,7 +303,8 @@ pub fn scrub(
     {
         return Err(RequestError::EmptyBody);
     }
-    let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), &body)?;
+    // The body is decoded by now ([`decode`]): identity for the scrubber.
+    let scrubbed = s.scrub_body(content_type, None, &body)?;
     ctx.fields_hashed += scrubbed.fields_hashed;
     ctx.findings.extend(scrubbed.findings);
     let query = match head.query() {
@@ -252,6 +312,34 @@ pub fn scrub(
         None => None,
     };
     Ok((scrubbed.body, query))
+}
+
+/// Phase 3b, after scrubbing: the body the upstream gets. For a compressed request on a route
+/// with `forward_encoding = "same"`, the scrubbed body encoded again with the request's
+/// coding (on a route without a PII policy, the bytes exactly as sent); otherwise the
+/// scrubbed body as it is. Refuses 500 `internal_error` only if the encoder fails (it writes
+/// to memory, so it should not).
+pub fn encode_forward(
+    ctx: &mut RequestCtx<'_>,
+    view: &WorkerView,
+    route: &Route,
+    body: coding::Body,
+    scrubbed: Vec<u8>,
+) -> Result<Vec<u8>, RequestError> {
+    let Some(c) = ctx.coding.request else {
+        return Ok(scrubbed);
+    };
+    if view.snap.config.routes[route.index].forward_encoding != ForwardEncoding::Same {
+        return Ok(scrubbed);
+    }
+    ctx.coding.forwarded = Some(c);
+    if ctx.scrubber.is_none() {
+        return Ok(body.wire);
+    }
+    coding::encode(c, &scrubbed).map_err(|e| {
+        tracing::warn!(coding = %c, error = %e, "re-encoding the scrubbed body failed");
+        RequestError::Internal
+    })
 }
 
 /// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
@@ -281,6 +369,7 @@ pub fn build_upstream_request(
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-relay-key-id")
             || name.eq_ignore_ascii_case("x-request-id")
+            || (ctx.coding.request.is_some() && name.eq_ignore_ascii_case("content-encoding"))
             || ctx
                 .admitted
                 .strip
@@ -311,6 +400,9 @@ pub fn build_upstream_request(
         None => enc.header("X-Forwarded-For", peer_ip.as_bytes()),
     };
     enc.header("X-Request-Id", ctx.request_id.as_bytes());
+    if let Some(c) = ctx.coding.forwarded {
+        enc.header("Content-Encoding", c.as_str().as_bytes());
+    }
     if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
         enc.header("X-Relay-Key-Id", k.as_bytes());
     }

@@ -127,8 +127,12 @@ reasons! {
     RateLimited => "rate_limited",
     /// 429: a `quota` of the consumer or the route.
     QuotaExceeded => "quota_exceeded",
-    /// 400: a compressed body that does not decode.
+    /// 400: a compressed body that does not decode (corrupt, truncated, bytes after its end).
     InvalidEncoding => "invalid_encoding",
+    /// 413: a compressed body that decodes to more than the route's `max_decoded_bytes`.
+    DecodedBodyTooLarge => "decoded_body_too_large",
+    /// 413: a compressed body that expands more than the route's `max_expansion_ratio`.
+    ExpansionRatioExceeded => "expansion_ratio_exceeded",
     /// A code this list does not know (counted, never expected).
     Other => "other",
 }

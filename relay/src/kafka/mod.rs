@@ -60,6 +60,9 @@ pub struct OriginalRecord {
     pub key_id: Option<String>,
     /// The consumer that sent the request (header `relay-consumer`), when the route has `auth`.
     pub consumer: Option<Arc<str>>,
+    /// The coding of `payload` (header `content-encoding`: `gzip`, `deflate` or `zstd`), when
+    /// the client sent a compressed body; `payload` stays exactly as sent.
+    pub content_encoding: Option<String>,
 }
 
 impl OriginalRecord {
@@ -76,6 +79,7 @@ impl OriginalRecord {
             ("content-type", self.content_type.as_deref()),
             ("relay-key-id", self.key_id.as_deref()),
             ("relay-consumer", self.consumer.as_deref()),
+            ("content-encoding", self.content_encoding.as_deref()),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| (name, v)))
@@ -88,6 +92,7 @@ impl OriginalRecord {
             "content-type" => self.content_type = Some(value),
             "relay-key-id" => self.key_id = Some(value),
             "relay-consumer" => self.consumer = Some(Arc::from(value)),
+            "content-encoding" => self.content_encoding = Some(value),
             _ => return false,
         }
         true

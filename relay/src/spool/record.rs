@@ -169,6 +169,7 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         content_type: None,
         key_id: None,
         consumer: None,
+        content_encoding: None,
     };
     let n = r.u16()?;
     for _ in 0..n {
@@ -243,6 +244,7 @@ pub(crate) fn sample(i: usize) -> OriginalRecord {
         content_type: i.is_multiple_of(3).then(|| "application/json".into()),
         key_id: (!i.is_multiple_of(5)).then(|| "k1".into()),
         consumer: i.is_multiple_of(2).then(|| "ios-app".into()),
+        content_encoding: i.is_multiple_of(4).then(|| "gzip".into()),
     }
 }
 
@@ -261,6 +263,11 @@ mod tests {
             let (back, used) = decode(&buf).unwrap();
             assert_eq!(used, n);
             assert_eq!(back, r);
+            assert_eq!(
+                back.content_encoding.as_deref(),
+                i.is_multiple_of(4).then_some("gzip"),
+                "the content-encoding header round-trips"
+            );
         }
     }
 
