@@ -211,7 +211,7 @@ fn unscrubbable_bodies_are_refused_and_never_forwarded(engine: &str) {
             "unsupported_media_type",
         ),
         (
-            "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+            "Content-Type: application/json\r\nContent-Encoding: br\r\n",
             b"{\"user_id\":\"carol-9\"}",
             415,
             "unsupported_content_encoding",
