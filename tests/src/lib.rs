@@ -795,6 +795,8 @@ pub const REQUIRED_METRICS: &[&str] = &[
     "relay_spool_fsyncs_total",
     "relay_spool_fsync_records_total",
     "relay_spool_write_errors_total",
+    "relay_request_decoded_bytes_total",
+    "relay_request_decode_refusals_total",
     "relay_admission_shed_level_ratio",
     "relay_admission_dropped_total",
     "relay_build_info",

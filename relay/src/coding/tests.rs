@@ -382,3 +382,46 @@ fn limits_default_to_the_server_body_limit_and_ratio_100() {
         ]
     );
 }
+
+#[test]
+fn relay_check_names_bad_route_options() {
+    let base = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[upstreams]]
+name = "tracking"
+nodes = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "app-logs"
+path = "/v1/logs"
+upstream = "tracking"
+"#;
+    let path = std::path::Path::new("relay.toml");
+    let c = crate::config::Config::from_toml(base, path).unwrap();
+    assert_eq!(c.routes[0].forward_encoding, ForwardEncoding::Identity);
+    assert_eq!(c.routes[0].max_decoded_bytes, None);
+    let ok = format!(
+        "{base}max_decoded_bytes = 2000\nmax_expansion_ratio = 10\nforward_encoding = \"same\"\n"
+    );
+    let c = crate::config::Config::from_toml(&ok, path).unwrap();
+    let r = &c.routes[0];
+    assert_eq!(
+        (r.max_decoded_bytes, r.max_expansion_ratio, r.forward_encoding),
+        (Some(2000), Some(10), ForwardEncoding::Same)
+    );
+    assert!(c.to_effective_toml().contains("forward_encoding = \"same\""));
+    let bad = format!("{base}max_decoded_bytes = 0\nmax_expansion_ratio = 0\n");
+    let e = crate::config::Config::from_toml(&bad, path).unwrap_err();
+    let fields: Vec<&str> = e.errors.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["routes[0].max_decoded_bytes", "routes[0].max_expansion_ratio"],
+        "{e}"
+    );
+    assert!(e.to_string().contains("set 1 to 268435456 bytes"), "{e}");
+    let bad = format!("{base}forward_encoding = \"gzip\"\n");
+    let e = crate::config::Config::from_toml(&bad, path).unwrap_err();
+    assert!(e.to_string().contains("forward_encoding"), "{e}");
+}
