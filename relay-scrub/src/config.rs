@@ -53,10 +53,7 @@ const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
         "content-type",
         "relay reads it to choose JSON or NDJSON scrubbing",
     ),
-    (
-        "content-encoding",
-        "relay decodes the body by it",
-    ),
+    ("content-encoding", "relay decodes the body by it"),
     ("expect", "relay answers 100-continue itself"),
     ("upgrade", "it is hop-by-hop and never forwarded"),
     ("te", "it is hop-by-hop and never forwarded"),

@@ -254,9 +254,9 @@ pub async fn publish_original(
     let decoded = body.decoded();
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
-        (KeySource::Field(f), Some(s)) => s
-            .key_hash(content_type, decoded, f)
-            .map(String::into_bytes),
+        (KeySource::Field(f), Some(s)) => {
+            s.key_hash(content_type, decoded, f).map(String::into_bytes)
+        }
         (KeySource::Header(h), s) => head.header(h).map(|v| match s {
             Some(s) => s.hash_value(v).into_bytes(),
             None => v.to_vec(),
@@ -278,7 +278,7 @@ pub async fn publish_original(
         content_type: content_type.map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
         consumer: ctx.admitted.consumer.clone(),
-        content_encoding: ctx.coding.request.map(|c| c.as_str().to_string()),
+        content_encoding: ctx.coding.request,
     };
     publish(worker, route, kafka, rec).await
 }

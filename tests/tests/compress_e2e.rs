@@ -264,9 +264,17 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
     ];
     for (id, coding, wire, _) in &cases {
         let r = send(a, "/v1/logs", &(rid(id) + &ce(coding)), wire);
-        assert_eq!(r.status, 200, "{coding}: {:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{coding}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
         let got = s.up.requests().pop().unwrap();
-        assert_eq!(got.body, want, "{id}: the upstream gets the scrubbed JSON, decoded");
+        assert_eq!(
+            got.body, want,
+            "{id}: the upstream gets the scrubbed JSON, decoded"
+        );
         assert_eq!(got.header("content-encoding"), None, "{id}");
         assert_eq!(
             got.header("content-length"),
@@ -277,9 +285,9 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
 
     // Chunked framing and gzip together: Kafka gets the de-chunked compressed bytes.
     let chunked_wire = gzip(b);
-    let mut req = format!(
+    let mut req = String::from(
         "POST /v1/logs HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
-         Content-Encoding: gzip\r\nX-Request-Id: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+         Content-Encoding: gzip\r\nX-Request-Id: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
     .into_bytes();
     for part in chunked_wire.chunks(7) {
@@ -308,12 +316,20 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
             _ => zstd::stream::decode_all(&got.body[..]).unwrap(),
         };
         assert_eq!(decoded, want, "{id}: re-encoded, scrubbed");
-        assert_ne!(got.body, wire, "{id}: the PII-bearing original is not forwarded");
+        assert_ne!(
+            got.body, wire,
+            "{id}: the PII-bearing original is not forwarded"
+        );
     }
 
     // A refused body is neither forwarded nor published.
     let before = s.up.count();
-    let r = send(a, "/v1/logs", &(rid("corrupt") + &ce("gzip")), b"not gzip at all");
+    let r = send(
+        a,
+        "/v1/logs",
+        &(rid("corrupt") + &ce("gzip")),
+        b"not gzip at all",
+    );
     assert_error(&r, 400, "invalid_encoding");
     assert_eq!(s.up.count(), before);
 
@@ -331,16 +347,26 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
     let key = plain.key.clone().expect("a key from the body's device_id");
     for (id, _, wire, canonical) in &cases {
         let g = by_id(id);
-        assert_eq!(&g.payload, wire, "{id}: Kafka has the exact compressed bytes");
+        assert_eq!(
+            &g.payload, wire,
+            "{id}: Kafka has the exact compressed bytes"
+        );
         assert_eq!(
             g.header("content-encoding"),
             Some(canonical.as_bytes()),
             "{id}"
         );
-        assert_eq!(g.key.as_ref(), Some(&key), "{id}: key from the decoded body");
+        assert_eq!(
+            g.key.as_ref(),
+            Some(&key),
+            "{id}: key from the decoded body"
+        );
     }
     assert_eq!(by_id("chunked").payload, chunked_wire);
-    assert_eq!(by_id("same-zst").header("content-encoding"), Some(&b"zstd"[..]));
+    assert_eq!(
+        by_id("same-zst").header("content-encoding"),
+        Some(&b"zstd"[..])
+    );
     assert!(got
         .iter()
         .all(|g| g.header("relay-request-id") != Some(b"corrupt")));
@@ -350,8 +376,9 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
         .metric(r#"relay_request_decoded_bytes_total{route="logs",coding="gzip"}"#);
     assert_eq!(decoded, (3 * BODY.len()) as f64, "gz + xgz + chunked");
     assert_eq!(
-        s.relay
-            .metric(r#"relay_request_decode_refusals_total{route="logs",reason="invalid_encoding"}"#),
+        s.relay.metric(
+            r#"relay_request_decode_refusals_total{route="logs",reason="invalid_encoding"}"#
+        ),
         1.0
     );
 }
@@ -368,9 +395,18 @@ fn limits_at_just_under_and_just_over_the_boundary(engine: &str) {
         };
         for n in [1999, 2000] {
             let r = send(a, "/v1/limited", &ce(coding), &enc(&json_of(n)));
-            assert_eq!(r.status, 200, "{coding} {n}: {:?}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status,
+                200,
+                "{coding} {n}: {:?}",
+                String::from_utf8_lossy(&r.body)
+            );
             let got = s.up.requests().pop().unwrap();
-            assert_eq!(got.body.len(), n - "alice-5f1e".len() + 64, "hashed, same size else");
+            assert_eq!(
+                got.body.len(),
+                n - "alice-5f1e".len() + 64,
+                "hashed, same size else"
+            );
         }
         let before = s.up.count();
         let r = send(a, "/v1/limited", &ce(coding), &enc(&json_of(2001)));
@@ -388,11 +424,19 @@ fn limits_at_just_under_and_just_over_the_boundary(engine: &str) {
         } else {
             assert_error(&r, 413, "expansion_ratio_exceeded");
             let m = r.json()["message"].as_str().unwrap().to_string();
-            assert!(m.contains("max_expansion_ratio (10x its 200 encoded bytes"), "{m}");
+            assert!(
+                m.contains("max_expansion_ratio (10x its 200 encoded bytes"),
+                "{m}"
+            );
         }
     }
     // The same decoded bytes with one encoded byte less: 199 * 10 < 2000.
-    let r = send(a, "/v1/ratio", &ce("gzip"), &gzip_exact(&json_of(2000), 199));
+    let r = send(
+        a,
+        "/v1/ratio",
+        &ce("gzip"),
+        &gzip_exact(&json_of(2000), 199),
+    );
     assert_error(&r, 413, "expansion_ratio_exceeded");
     let refused = |route: &str, reason: &str| {
         s.relay.metric(&format!(
@@ -479,7 +523,11 @@ fn corrupt_truncated_unknown_and_stacked_codings_are_refused(engine: &str) {
     // Two header lines are one list: stacked.
     let r = send(a, "/v1/logs", &(ce("gzip") + &ce("gzip")), &gzip(&g));
     assert_error(&r, 415, "unsupported_content_encoding");
-    assert_eq!(s.up.count(), 0, "nothing of a refused body reaches the upstream");
+    assert_eq!(
+        s.up.count(),
+        0,
+        "nothing of a refused body reaches the upstream"
+    );
     // identity is no coding; an empty body is empty under every coding.
     let r = send(a, "/v1/logs", &ce("identity"), b);
     assert_eq!(r.status, 200);

@@ -69,6 +69,11 @@ impl Coding {
         }
     }
 
+    /// The coding a canonical name ([`Coding::as_str`]) names.
+    pub fn from_name(name: &str) -> Option<Coding> {
+        Coding::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The position in [`Coding::ALL`].
     pub const fn index(self) -> usize {
         self as usize
@@ -220,7 +225,9 @@ impl DecodeError {
 /// Parses every `Content-Encoding` field value of a request (in order, as one list): None
 /// for no coding (no header, empty list, only `identity`), else the one coding. Refuses an
 /// unknown coding and a list with two or more codings other than identity.
-pub fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<Coding>, DecodeError> {
+pub fn parse<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<Coding>, DecodeError> {
     let mut found: Option<Coding> = None;
     let mut count = 0usize;
     let mut all = String::new();

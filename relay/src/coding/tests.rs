@@ -68,7 +68,11 @@ fn every_coding_round_trips_including_raw_deflate_and_empty() {
     let b = br#"{"user_id":"alice","events":[1,2,3]}"#;
     for c in Coding::ALL {
         assert_eq!(decode(c, &enc(c, b), BIG).unwrap(), b, "{c}");
-        assert_eq!(decode(c, &enc(c, b""), BIG).unwrap(), b"", "{c} empty stream");
+        assert_eq!(
+            decode(c, &enc(c, b""), BIG).unwrap(),
+            b"",
+            "{c} empty stream"
+        );
         assert_eq!(
             decode(c, &encode(c, b).unwrap(), BIG).unwrap(),
             b,
@@ -106,10 +110,7 @@ fn trailing_garbage_is_refused() {
     let mut g = gzip(b"{}");
     g.extend_from_slice(b"xyz");
     let err = decode(Coding::Gzip, &g, BIG).unwrap_err();
-    assert!(
-        err.to_string().contains("3 bytes after the end"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("3 bytes after the end"), "{err}");
 }
 
 #[test]
@@ -127,15 +128,31 @@ fn every_truncation_is_refused_as_truncated_or_corrupt() {
         // A cut at the very end of the compressed data (before the trailer) says truncated.
         let err = decode(c, &e[..e.len() - 1], BIG).unwrap_err();
         assert!(
-            matches!(err, DecodeError::Truncated { .. } | DecodeError::Corrupt { .. }),
+            matches!(
+                err,
+                DecodeError::Truncated { .. } | DecodeError::Corrupt { .. }
+            ),
             "{err:?}"
         );
-        assert!(decode(c, &e[..e.len() / 2], BIG).unwrap_err().to_string().contains(c.as_str()));
+        assert!(decode(c, &e[..e.len() / 2], BIG)
+            .unwrap_err()
+            .to_string()
+            .contains(c.as_str()));
     }
     let err = decode(Coding::Gzip, &gzip(&b)[..100], BIG).unwrap_err();
-    assert_eq!(err, DecodeError::Truncated { coding: Coding::Gzip });
+    assert_eq!(
+        err,
+        DecodeError::Truncated {
+            coding: Coding::Gzip
+        }
+    );
     let err = decode(Coding::Zstd, &zstd(&b)[..100], BIG).unwrap_err();
-    assert_eq!(err, DecodeError::Truncated { coding: Coding::Zstd });
+    assert_eq!(
+        err,
+        DecodeError::Truncated {
+            coding: Coding::Zstd
+        }
+    );
 }
 
 #[test]
@@ -170,7 +187,11 @@ fn max_decoded_bytes_at_just_under_and_just_over() {
         let e = enc(c, &b);
         let n = b.len() as u64;
         assert_eq!(decode(c, &e, limits(n, 100_000)).unwrap(), b, "{c} at");
-        assert_eq!(decode(c, &e, limits(n + 1, 100_000)).unwrap(), b, "{c} under");
+        assert_eq!(
+            decode(c, &e, limits(n + 1, 100_000)).unwrap(),
+            b,
+            "{c} under"
+        );
         let err = decode(c, &e, limits(n - 1, 100_000)).unwrap_err();
         assert_eq!(
             err,
@@ -181,7 +202,9 @@ fn max_decoded_bytes_at_just_under_and_just_over() {
             "{c} over"
         );
         assert_eq!(err.code(), "decoded_body_too_large");
-        assert!(err.to_string().contains(&format!("max_decoded_bytes ({} bytes)", n - 1)));
+        assert!(err
+            .to_string()
+            .contains(&format!("max_decoded_bytes ({} bytes)", n - 1)));
     }
 }
 
@@ -195,8 +218,16 @@ fn max_expansion_ratio_at_just_under_and_just_over() {
         let enc_len = e.len() as u64;
         // Ratio r allows r * enc_len bytes: at the first r with r * enc_len >= n it passes.
         let r = n.div_ceil(enc_len) as u32;
-        assert_eq!(decode(c, &e, limits(1 << 30, r)).unwrap(), b, "{c} ratio {r}");
-        assert_eq!(decode(c, &e, limits(1 << 30, r + 1)).unwrap(), b, "{c} under");
+        assert_eq!(
+            decode(c, &e, limits(1 << 30, r)).unwrap(),
+            b,
+            "{c} ratio {r}"
+        );
+        assert_eq!(
+            decode(c, &e, limits(1 << 30, r + 1)).unwrap(),
+            b,
+            "{c} under"
+        );
         let err = decode(c, &e, limits(1 << 30, r - 1)).unwrap_err();
         assert_eq!(
             err,
@@ -316,10 +347,17 @@ fn a_zstd_content_size_is_not_trusted() {
     let err = decode(Coding::Zstd, &forged_zstd(0xe0, 1 << 40, b"{}"), BIG).unwrap_err();
     assert_eq!(err.code(), "invalid_encoding", "{err}");
     // Declared small, content larger than relay's cap: capped by relay, not by the frame.
-    let err = decode(Coding::Zstd, &forged_zstd(0xc0, 4, &[b'a'; 100]), limits(50, 100))
-        .unwrap_err();
+    let err = decode(
+        Coding::Zstd,
+        &forged_zstd(0xc0, 4, &[b'a'; 100]),
+        limits(50, 100),
+    )
+    .unwrap_err();
     assert!(
-        matches!(err, DecodeError::TooLarge { limit: 50, .. } | DecodeError::Corrupt { .. }),
+        matches!(
+            err,
+            DecodeError::TooLarge { limit: 50, .. } | DecodeError::Corrupt { .. }
+        ),
         "{err:?}"
     );
 }
@@ -408,16 +446,25 @@ upstream = "tracking"
     let c = crate::config::Config::from_toml(&ok, path).unwrap();
     let r = &c.routes[0];
     assert_eq!(
-        (r.max_decoded_bytes, r.max_expansion_ratio, r.forward_encoding),
+        (
+            r.max_decoded_bytes,
+            r.max_expansion_ratio,
+            r.forward_encoding
+        ),
         (Some(2000), Some(10), ForwardEncoding::Same)
     );
-    assert!(c.to_effective_toml().contains("forward_encoding = \"same\""));
+    assert!(c
+        .to_effective_toml()
+        .contains("forward_encoding = \"same\""));
     let bad = format!("{base}max_decoded_bytes = 0\nmax_expansion_ratio = 0\n");
     let e = crate::config::Config::from_toml(&bad, path).unwrap_err();
     let fields: Vec<&str> = e.errors.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(
         fields,
-        ["routes[0].max_decoded_bytes", "routes[0].max_expansion_ratio"],
+        [
+            "routes[0].max_decoded_bytes",
+            "routes[0].max_expansion_ratio"
+        ],
         "{e}"
     );
     assert!(e.to_string().contains("set 1 to 268435456 bytes"), "{e}");

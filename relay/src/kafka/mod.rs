@@ -62,7 +62,7 @@ pub struct OriginalRecord {
     pub consumer: Option<Arc<str>>,
     /// The coding of `payload` (header `content-encoding`: `gzip`, `deflate` or `zstd`), when
     /// the client sent a compressed body; `payload` stays exactly as sent.
-    pub content_encoding: Option<String>,
+    pub content_encoding: Option<crate::coding::Coding>,
 }
 
 impl OriginalRecord {
@@ -79,20 +79,27 @@ impl OriginalRecord {
             ("content-type", self.content_type.as_deref()),
             ("relay-key-id", self.key_id.as_deref()),
             ("relay-consumer", self.consumer.as_deref()),
-            ("content-encoding", self.content_encoding.as_deref()),
+            (
+                "content-encoding",
+                self.content_encoding.map(|c| c.as_str()),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| (name, v)))
     }
 
     /// Sets the optional header `name` (one that [`OriginalRecord::headers`] lists); false
-    /// when relay does not know the name (a spool record from another format).
+    /// when relay does not know the name, or a `content-encoding` value other than the codings
+    /// relay writes (a spool record from another format).
     pub fn set_header(&mut self, name: &str, value: String) -> bool {
         match name {
             "content-type" => self.content_type = Some(value),
             "relay-key-id" => self.key_id = Some(value),
             "relay-consumer" => self.consumer = Some(Arc::from(value)),
-            "content-encoding" => self.content_encoding = Some(value),
+            "content-encoding" => match crate::coding::Coding::from_name(&value) {
+                Some(c) => self.content_encoding = Some(c),
+                None => return false,
+            },
             _ => return false,
         }
         true
