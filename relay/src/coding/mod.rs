@@ -352,9 +352,13 @@ impl Sink {
     fn make_room(&mut self) -> Result<(), DecodeError> {
         self.check()?;
         if self.out.len() == self.out.capacity() {
-            let want = (self.out.capacity().saturating_mul(2))
-                .max(INITIAL_OUTPUT)
-                .min(self.cap + 1);
+            let limit = self.cap + 1;
+            let mut want = self.out.capacity().saturating_mul(2).max(INITIAL_OUTPUT);
+            if want > limit / 2 {
+                // Past half way: the last step goes straight to the cap (one copy less, and
+                // never two buffers of the cap's size alive at once).
+                want = limit;
+            }
             self.out.reserve_exact(want - self.out.len());
         }
         Ok(())
