@@ -472,3 +472,51 @@ upstream = "tracking"
     let e = crate::config::Config::from_toml(&bad, path).unwrap_err();
     assert!(e.to_string().contains("forward_encoding"), "{e}");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+    use super::{enc, limits};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes under any coding: an answer (never a panic), and never more than the cap.
+        #[test]
+        fn arbitrary_input_is_answered_within_the_cap(
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            max in 1u64..4096,
+            ratio in 1u32..64,
+        ) {
+            for c in Coding::ALL {
+                if let Ok(out) = decode(c, &body, limits(max, ratio)) {
+                    prop_assert!(out.len() as u64 <= max);
+                    prop_assert!(out.len() as u64 <= body.len() as u64 * u64::from(ratio));
+                }
+            }
+        }
+
+        /// Whatever is encoded decodes back, exactly, when it fits the limits; else it is
+        /// refused by a limit, never cut short.
+        #[test]
+        fn encoded_bodies_decode_back_or_hit_a_limit(
+            data in proptest::collection::vec(any::<u8>(), 0..4096),
+            max in 1u64..8192,
+        ) {
+            for c in Coding::ALL {
+                let e = enc(c, &data);
+                match decode(c, &e, limits(max, 1000)) {
+                    Ok(out) => prop_assert_eq!(out, data.clone()),
+                    Err(err) => {
+                        prop_assert!(
+                            matches!(err, DecodeError::TooLarge { .. } | DecodeError::RatioExceeded { .. }),
+                            "{c}: {err:?}"
+                        );
+                        prop_assert!(data.len() as u64 > max.min(e.len() as u64 * 1000));
+                    }
+                }
+            }
+        }
+    }
+}
