@@ -294,27 +294,33 @@ fn bombs_stop_at_the_cap_without_allocating_the_decoded_size() {
     }
 }
 
+/// A streamed zstd frame (no content size, so the window is in the header) with window log
+/// `log` holding 1000 bytes.
+fn zstd_windowed(log: u32) -> Vec<u8> {
+    let mut w = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    w.set_parameter(zstd::stream::raw::CParameter::WindowLog(log))
+        .unwrap();
+    w.include_contentsize(false).unwrap();
+    w.write_all(&body(1000)).unwrap();
+    w.finish().unwrap()
+}
+
 #[test]
 fn a_zstd_frame_asking_for_a_window_over_8_mib_is_refused() {
-    // A streamed frame (no content size) with a 128 MiB window: refused before the window is
-    // allocated, with the limit named.
-    let mut w = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-    w.set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
-        .unwrap();
-    w.include_contentsize(false).unwrap();
-    w.write_all(&body(1000)).unwrap();
-    let f = w.finish().unwrap();
-    let err = decode(Coding::Zstd, &f, BIG).unwrap_err();
-    assert_eq!(err.code(), "invalid_encoding", "{err}");
-    assert!(err.to_string().contains("8 MiB"), "{err}");
-    // The same at 8 MiB (window log 23) decodes.
-    let mut w = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-    w.set_parameter(zstd::stream::raw::CParameter::WindowLog(23))
-        .unwrap();
-    w.include_contentsize(false).unwrap();
-    w.write_all(&body(1000)).unwrap();
-    let f = w.finish().unwrap();
-    assert_eq!(decode(Coding::Zstd, &f, BIG).unwrap(), body(1000));
+    // 2^22 (under) and 2^23 = 8 MiB (at) decode; 2^24 (just over) and 2^27 are refused
+    // before the window is allocated, with the limit named.
+    for log in [22, ZSTD_WINDOW_LOG_MAX] {
+        assert_eq!(
+            decode(Coding::Zstd, &zstd_windowed(log), BIG).unwrap(),
+            body(1000),
+            "window log {log}"
+        );
+    }
+    for log in [ZSTD_WINDOW_LOG_MAX + 1, 27] {
+        let err = decode(Coding::Zstd, &zstd_windowed(log), BIG).unwrap_err();
+        assert_eq!(err.code(), "invalid_encoding", "{log}: {err}");
+        assert!(err.to_string().contains("8 MiB"), "{log}: {err}");
+    }
 }
 
 /// A hand-made zstd frame: frame header descriptor `fhd`, then (without Single_Segment) a
