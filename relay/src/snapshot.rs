@@ -35,7 +35,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from a validated config (resolves upstream nodes, reads PII keys).
-    pub fn build(config: Config, file_bytes: &[u8], metrics: &Metrics) -> Result<Snapshot, String> {
+    /// `previous` is the snapshot a reload replaces: upstreams it has by name keep their
+    /// nodes' health verdicts.
+    pub fn build(
+        config: Config,
+        file_bytes: &[u8],
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
         let routes = RouteTable::new(&config.routes, &names);
         let route_metrics = config
@@ -45,9 +52,11 @@ impl Snapshot {
             .collect();
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
-            upstreams.push(Arc::new(UpstreamShared::build(
+            let prev = previous.and_then(|p| p.upstreams.iter().find(|o| *o.name == *u.name));
+            upstreams.push(Arc::new(UpstreamShared::build_after(
                 u,
                 metrics.upstream(&u.name),
+                prev.map(|p| &**p),
             )?));
         }
         let mut scrubbers = HashMap::new();
@@ -69,14 +78,18 @@ impl Snapshot {
         })
     }
 
-    /// Loads, validates and builds from a file.
-    pub fn load(path: &Path, metrics: &Metrics) -> Result<Snapshot, String> {
+    /// Loads, validates and builds from a file (`previous`: see [`Snapshot::build`]).
+    pub fn load(
+        path: &Path,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let bytes =
             std::fs::read(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
         let config = Config::from_toml(&text, path).map_err(|e| e.to_string())?;
-        Snapshot::build(config, &bytes, metrics)
+        Snapshot::build(config, &bytes, metrics, previous)
     }
 }
 
@@ -132,13 +145,27 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
-    /// Builds worker `w`'s view.
-    pub fn new(snap: Arc<Snapshot>, generation: u64, w: usize) -> WorkerView {
+    /// Builds worker `w`'s view. `previous` is the view a reload replaces: each upstream it
+    /// has by name hands its outlier and breaker state over ([`Upstream::carry_from`]).
+    pub fn new(
+        snap: Arc<Snapshot>,
+        generation: u64,
+        w: usize,
+        previous: Option<&WorkerView>,
+    ) -> WorkerView {
         WorkerView {
             upstreams: snap
                 .upstreams
                 .iter()
-                .map(|u| Upstream::new(u.clone(), w))
+                .map(|u| {
+                    let up = Upstream::new(u.clone(), w);
+                    let old =
+                        previous.and_then(|p| p.upstreams.iter().find(|o| o.name() == up.name()));
+                    if let Some(old) = old {
+                        up.carry_from(old);
+                    }
+                    up
+                })
                 .collect(),
             scrubbers: snap.scrubbers.clone(),
             snap,
