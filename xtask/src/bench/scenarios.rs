@@ -251,7 +251,9 @@ fn with_open_circuit(config: String) -> Result<String> {
 }
 
 fn open_circuit_config(config: String, dead: std::net::SocketAddr) -> String {
-    let start = config.find("nodes = [\"").expect("relay_config has a node list");
+    let start = config
+        .find("nodes = [\"")
+        .expect("relay_config has a node list");
     let end = start + config[start..].find("]\n").expect("node list ends");
     let mut c = config.clone();
     c.replace_range(start..end + 1, &format!("nodes = [\"{dead}\"]"));
