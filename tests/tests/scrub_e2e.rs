@@ -147,8 +147,9 @@ fn upstream_receives_only_pseudonyms(engine: &str) {
     assert_eq!(
         s.relay
             .metric("relay_pii_fields_hashed_total{route=\"logs\"}"),
-        // 5 body values (null is not one) and the header; the proxy does not count query values.
-        6.0
+        // 5 body values (null is not one), the header, and the query values (this request's
+        // uid and the one pseudonym_via_query sent), as relay-pii-count counts them.
+        8.0
     );
 }
 
