@@ -12,7 +12,9 @@
 //!   `reject` are counted per detector;
 //! - a quarantine topic that does not exist, or a broker that is down, loses no original and
 //!   holds no request: the request is answered, the original delivered, the failed quarantine
-//!   record counted in `relay_guard_quarantine_failed_total`, `/readyz` stays 200.
+//!   record counted in `relay_guard_quarantine_failed_total`, `/readyz` stays 200;
+//! - a quarantine record lists at most 64 findings (all counted), and one that grew past
+//!   `message.max.bytes` is counted as failed, never sent, and the original is delivered.
 //!
 //! Every wait polls a condition with a generous deadline.
 
@@ -383,5 +385,72 @@ fn with_the_broker_down_a_report_holds_no_request_and_both_records_arrive_later(
         relay.metric("relay_guard_quarantine_failed_total{policy=\"default\"}"),
         0.0
     );
+    assert_eq!(originals_lost(&relay), 0.0);
+}
+
+/// Hostile input on the quarantine path: findings at, just under and just over the 64 listed
+/// in a record (all counted), and a forwarded body that grew past `message.max.bytes` (short
+/// PII values become 64-digit pseudonyms): that quarantine record is counted as failed, the
+/// request is answered and its original delivered.
+#[test]
+fn quarantine_records_list_at_most_64_findings_and_an_oversize_one_is_counted_not_sent() {
+    let b = Tansu::start();
+    b.create_topic(TOPIC);
+    b.create_topic(QTOPIC);
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&config(up.addr, &b.bootstrap(), "memory"));
+    let mut c = Client::connect(relay.addr);
+    let emails = |n: usize| {
+        let items: Vec<String> = (0..n)
+            .map(|i| format!("{{\"note\":\"to u{i}@example.com\"}}"))
+            .collect();
+        format!("[{}]", items.join(","))
+    };
+    for (i, n) in [63usize, 64, 65].into_iter().enumerate() {
+        let r = send(&mut c, "/v1/logs", &format!("X-Request-Id: many-{i}\r\n"), &emails(n));
+        assert_eq!(r.status, 200);
+    }
+    let q = read_topic(&b.bootstrap(), QTOPIC, 3, LONG);
+    assert_eq!(q.len(), 3);
+    for (i, want) in [63usize, 64, 64].into_iter().enumerate() {
+        let rec = q
+            .iter()
+            .find(|r| header(r, "relay-request-id") == format!("many-{i}"))
+            .unwrap();
+        let listed = rec
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "relay-guard-detector")
+            .count();
+        assert_eq!(listed, want, "many-{i}");
+        assert_eq!(
+            rec.headers
+                .iter()
+                .filter(|(n, _)| n == "relay-guard-path")
+                .count(),
+            want
+        );
+    }
+    assert_eq!(guard_metric(&relay, "email", "report"), (63 + 64 + 65) as f64);
+
+    // ~1 MiB body of short user ids: the scrubbed body is ~2.5 KiB larger than the original,
+    // beyond message.max.bytes (1049600) minus relay's record overhead.
+    let mut body = String::from("[");
+    for _ in 0..40 {
+        body.push_str("{\"user_id\":\"a\"},");
+    }
+    body.push_str("{\"note\":\"mail carol@example.com\",\"pad\":\"");
+    let pad = 1_048_576 - body.len() - 3;
+    body.push_str(&"x".repeat(pad));
+    body.push_str("\"}]");
+    assert_eq!(body.len(), 1_048_576);
+    let r = send(&mut c, "/v1/logs", "X-Request-Id: oversize\r\n", &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        relay.metric("relay_guard_quarantine_failed_total{policy=\"default\"}"),
+        1.0
+    );
+    assert_eq!(enqueued(&relay, QTOPIC), 3.0, "the oversize record was never queued");
+    wait_metric(&relay, "4 originals delivered", |r| delivered(r, TOPIC) == 4.0);
     assert_eq!(originals_lost(&relay), 0.0);
 }
