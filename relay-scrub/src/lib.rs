@@ -59,7 +59,11 @@ use walker::{Stop, Walker};
 /// Whether `path_params` pattern `pattern` can match some request path of a route whose `path`
 /// is `route_path` (`prefix`: `match = "prefix"`, else exact). `Err` says why the pattern is
 /// invalid. For `relay check`, which refuses a pattern no route of its policy can reach.
-pub fn path_pattern_reachable(pattern: &str, route_path: &str, prefix: bool) -> Result<bool, String> {
+pub fn path_pattern_reachable(
+    pattern: &str,
+    route_path: &str,
+    prefix: bool,
+) -> Result<bool, String> {
     Ok(path::PathPattern::parse(pattern)?.reachable_from(route_path, prefix))
 }
 

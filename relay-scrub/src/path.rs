@@ -102,7 +102,10 @@ impl PathPattern {
             Seg::Literal(l) => **l == *s,
             Seg::Param => partial || !s.is_empty(),
         };
-        whole.iter().zip(&self.segs).all(|(s, seg)| fits(seg, s, false))
+        whole
+            .iter()
+            .zip(&self.segs)
+            .all(|(s, seg)| fits(seg, s, false))
             && fits(&self.segs[whole.len()], last, true)
     }
 

@@ -240,7 +240,9 @@ pub async fn publish_original(
     };
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
-        (KeySource::Field(f), Some(s)) => s.key_hash(content_type, &body, f).map(String::into_bytes),
+        (KeySource::Field(f), Some(s)) => {
+            s.key_hash(content_type, &body, f).map(String::into_bytes)
+        }
         (KeySource::Header(h), s) => head.header(h).map(|v| match s {
             Some(s) => s.hash_value(v).into_bytes(),
             None => v.to_vec(),
@@ -600,7 +602,11 @@ pub fn log(
         m.bytes_in.add(w, x.bytes_in);
         m.bytes_out.add(w, x.bytes_out);
         m.pii_hashed.add(w, handled.ctx.fields_hashed);
-        if let Some(g) = route.pii.as_ref().and_then(|p| view.snap.guard_metrics.get(p)) {
+        if let Some(g) = route
+            .pii
+            .as_ref()
+            .and_then(|p| view.snap.guard_metrics.get(p))
+        {
             for f in &handled.ctx.findings {
                 if let Some(c) = g.detector(&f.detector) {
                     c.of(f.action).inc(w);

@@ -158,7 +158,9 @@ fn originals_carry_receipts_that_match_what_the_upstream_received() {
             .find(|q| q.header("x-request-id") == Some(id))
             .expect("the upstream got the request of each record");
         // The original is byte for byte what the client sent; the receipt is of what left.
-        assert!(std::str::from_utf8(&rec.payload).unwrap().contains("\"user_id\":\"u-"));
+        assert!(std::str::from_utf8(&rec.payload)
+            .unwrap()
+            .contains("\"user_id\":\"u-"));
         assert_eq!(header(rec, "relay-scrubbed-sha256"), sha256_hex(&fwd.body));
         assert_ne!(sha256_hex(&rec.payload), sha256_hex(&fwd.body));
         let p = header(rec, "relay-policy");
@@ -179,7 +181,11 @@ fn originals_carry_receipts_that_match_what_the_upstream_received() {
         );
         // Body, query, header and guard-hashed values for the first request, the body's for
         // the second.
-        let count = if fwd.target.contains("uid=") { "4" } else { "1" };
+        let count = if fwd.target.contains("uid=") {
+            "4"
+        } else {
+            "1"
+        };
         assert_eq!(header(rec, "relay-pii-count"), count, "{}", fwd.target);
         policy = p.to_string();
     }
@@ -199,7 +205,11 @@ fn originals_carry_receipts_that_match_what_the_upstream_received() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains(&format!("relay-policy: {policy}\n")),
@@ -207,7 +217,10 @@ fn originals_carry_receipts_that_match_what_the_upstream_received() {
     );
     let plain = reqs.iter().find(|q| !q.target.contains("uid=")).unwrap();
     assert!(
-        text.contains(&format!("relay-scrubbed-sha256: {}\n", sha256_hex(&plain.body))),
+        text.contains(&format!(
+            "relay-scrubbed-sha256: {}\n",
+            sha256_hex(&plain.body)
+        )),
         "{text}"
     );
 }
@@ -221,7 +234,10 @@ fn ack_calls_the_upstream_while_kafka_holds_the_original() {
     let relay = Relay::start(&config(up.addr, &b.bootstrap(), "ack"));
     // Warm up (metadata, producer id) with Produce open.
     let mut c = Client::connect(relay.addr);
-    assert_eq!(send(&mut c, "/v1/logs", "", r#"{"user_id":"w"}"#).status, 200);
+    assert_eq!(
+        send(&mut c, "/v1/logs", "", r#"{"user_id":"w"}"#).status,
+        200
+    );
     b.gate.close();
     let addr = relay.addr;
     let answer = std::thread::spawn(move || {
@@ -232,7 +248,10 @@ fn ack_calls_the_upstream_while_kafka_holds_the_original() {
     // (were the exchange after the Kafka round trip, this would never happen); the answer
     // waits for Kafka's acknowledgement.
     broker::wait_for("the upstream to get the request", LONG, || up.count() == 2);
-    assert!(!answer.is_finished(), "ack answered before Kafka acknowledged");
+    assert!(
+        !answer.is_finished(),
+        "ack answered before Kafka acknowledged"
+    );
     b.gate.open();
     let r = answer.join().unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -276,26 +295,42 @@ fn report_quarantines_exactly_one_record_and_guard_findings_are_counted() {
         .into_iter()
         .find(|r| r.header("x-request-id") == Some("offending-1"))
         .unwrap();
-    assert_eq!(rec.payload, fwd.body, "the quarantine payload is the forwarded body");
+    assert_eq!(
+        rec.payload, fwd.body,
+        "the quarantine payload is the forwarded body"
+    );
     assert_eq!(header(rec, "relay-scrubbed-sha256"), sha256_hex(&fwd.body));
     for (n, v) in &rec.headers {
         let v = String::from_utf8_lossy(v);
         assert!(!v.contains("carol"), "a header carries the value: {n}: {v}");
     }
     // Both originals are in their topic; only the offending request was quarantined.
-    wait_metric(&relay, "2 originals delivered", |r| delivered(r, TOPIC) == 2.0);
+    wait_metric(&relay, "2 originals delivered", |r| {
+        delivered(r, TOPIC) == 2.0
+    });
     wait_metric(&relay, "the quarantine record delivered", |r| {
         delivered(r, QTOPIC) == 1.0
     });
-    assert_eq!(read_topic(&b.bootstrap(), QTOPIC, 2, Duration::from_secs(3)).len(), 1);
+    assert_eq!(
+        read_topic(&b.bootstrap(), QTOPIC, 2, Duration::from_secs(3)).len(),
+        1
+    );
 
     // reject: 422 naming detector and path, nothing forwarded, counted.
     let before = up.count();
-    let r = send(&mut c, "/v1/logs", "", r#"{"user_id":"u-3","x":"123-45-6789"}"#);
+    let r = send(
+        &mut c,
+        "/v1/logs",
+        "",
+        r#"{"user_id":"u-3","x":"123-45-6789"}"#,
+    );
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"], "pii_detected");
     let msg = r.json()["message"].as_str().unwrap_or("").to_string();
-    assert!(msg.contains("ssn") && msg.contains("$.x") && !msg.contains("6789"), "{msg}");
+    assert!(
+        msg.contains("ssn") && msg.contains("$.x") && !msg.contains("6789"),
+        "{msg}"
+    );
     assert_eq!(up.count(), before);
     assert_eq!(guard_metric(&relay, "email", "report"), 1.0);
     assert_eq!(guard_metric(&relay, "card", "hash"), 1.0);
@@ -341,9 +376,14 @@ fn a_missing_quarantine_topic_loses_no_original_and_holds_no_request() {
     );
     assert_eq!(originals_lost(&relay), 0.0);
     // The route goes on: a clean request and another offending one are answered.
-    assert_eq!(send(&mut c, "/v1/logs", "", r#"{"user_id":"u-2"}"#).status, 200);
+    assert_eq!(
+        send(&mut c, "/v1/logs", "", r#"{"user_id":"u-2"}"#).status,
+        200
+    );
     assert_eq!(send(&mut c, "/v1/logs", "", offending).status, 200);
-    wait_metric(&relay, "3 originals delivered", |r| delivered(r, TOPIC) == 3.0);
+    wait_metric(&relay, "3 originals delivered", |r| {
+        delivered(r, TOPIC) == 3.0
+    });
     assert_eq!(originals_lost(&relay), 0.0);
 }
 
@@ -364,12 +404,22 @@ fn with_the_broker_down_a_report_holds_no_request_and_both_records_arrive_later(
     );
     let relay = Relay::start(&cfg);
     let mut c = Client::connect(relay.addr);
-    assert_eq!(send(&mut c, "/v1/logs", "", r#"{"user_id":"warm"}"#).status, 200);
-    wait_metric(&relay, "the warm-up delivered", |r| delivered(r, TOPIC) == 1.0);
+    assert_eq!(
+        send(&mut c, "/v1/logs", "", r#"{"user_id":"warm"}"#).status,
+        200
+    );
+    wait_metric(&relay, "the warm-up delivered", |r| {
+        delivered(r, TOPIC) == 1.0
+    });
     b.stop();
     // memory delivery: both records are queued; the request is answered without waiting.
     let offending = r#"{"user_id":"u-1","note":"mail carol@example.com"}"#;
-    let r = send(&mut c, "/v1/logs", "X-Request-Id: broker-down\r\n", offending);
+    let r = send(
+        &mut c,
+        "/v1/logs",
+        "X-Request-Id: broker-down\r\n",
+        offending,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(enqueued(&relay, QTOPIC), 1.0);
     b.restart();
@@ -378,7 +428,11 @@ fn with_the_broker_down_a_report_holds_no_request_and_both_records_arrive_later(
     assert_eq!(header(&q[0], "relay-request-id"), "broker-down");
     assert_eq!(header(&q[0], "relay-guard-path"), "$.note");
     let got = read_topic(&b.bootstrap(), TOPIC, 1, LONG);
-    assert_eq!(got.len(), 1, "the restarted broker holds only the later original");
+    assert_eq!(
+        got.len(),
+        1,
+        "the restarted broker holds only the later original"
+    );
     assert_eq!(header(&got[0], "relay-request-id"), "broker-down");
     assert_eq!(got[0].payload, offending.as_bytes());
     assert_eq!(
@@ -407,7 +461,12 @@ fn quarantine_records_list_at_most_64_findings_and_an_oversize_one_is_counted_no
         format!("[{}]", items.join(","))
     };
     for (i, n) in [63usize, 64, 65].into_iter().enumerate() {
-        let r = send(&mut c, "/v1/logs", &format!("X-Request-Id: many-{i}\r\n"), &emails(n));
+        let r = send(
+            &mut c,
+            "/v1/logs",
+            &format!("X-Request-Id: many-{i}\r\n"),
+            &emails(n),
+        );
         assert_eq!(r.status, 200);
     }
     let q = read_topic(&b.bootstrap(), QTOPIC, 3, LONG);
@@ -431,7 +490,10 @@ fn quarantine_records_list_at_most_64_findings_and_an_oversize_one_is_counted_no
             want
         );
     }
-    assert_eq!(guard_metric(&relay, "email", "report"), (63 + 64 + 65) as f64);
+    assert_eq!(
+        guard_metric(&relay, "email", "report"),
+        (63 + 64 + 65) as f64
+    );
 
     // ~1 MiB body of short user ids: the scrubbed body is ~2.5 KiB larger than the original,
     // beyond message.max.bytes (1049600) minus relay's record overhead.
@@ -450,7 +512,13 @@ fn quarantine_records_list_at_most_64_findings_and_an_oversize_one_is_counted_no
         relay.metric("relay_guard_quarantine_failed_total{policy=\"default\"}"),
         1.0
     );
-    assert_eq!(enqueued(&relay, QTOPIC), 3.0, "the oversize record was never queued");
-    wait_metric(&relay, "4 originals delivered", |r| delivered(r, TOPIC) == 4.0);
+    assert_eq!(
+        enqueued(&relay, QTOPIC),
+        3.0,
+        "the oversize record was never queued"
+    );
+    wait_metric(&relay, "4 originals delivered", |r| {
+        delivered(r, TOPIC) == 4.0
+    });
     assert_eq!(originals_lost(&relay), 0.0);
 }

@@ -506,7 +506,11 @@ fn path_params_hash_named_segments_and_hostile_targets_hash_predictably_or_get_4
     );
     // Other paths of the route are forwarded as sent; so is an empty parameter segment (no
     // value to hash, and it matches no pattern even once normalised).
-    for t in ["/users/u-1/profile", "/users//events", "/users/u-1/events/x"] {
+    for t in [
+        "/users/u-1/profile",
+        "/users//events",
+        "/users/u-1/events/x",
+    ] {
         let before = up.count();
         assert_eq!(send(&relay, t, json, b"{}").status, 200, "{t}");
         assert_eq!(up.requests()[before].target, t);
@@ -551,9 +555,16 @@ fn path_params_hash_named_segments_and_hostile_targets_hash_predictably_or_get_4
         assert_eq!(r.status, 400, "{t}: {}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["error"], "ambiguous_path", "{t}");
         let m = r.json()["message"].as_str().unwrap().to_string();
-        assert!(m.contains("/users/{user_id}/events") && !m.contains("u-1"), "{m}");
+        assert!(
+            m.contains("/users/{user_id}/events") && !m.contains("u-1"),
+            "{m}"
+        );
     }
-    assert_eq!(up.count(), before, "nothing of a refused path was forwarded");
+    assert_eq!(
+        up.count(),
+        before,
+        "nothing of a refused path was forwarded"
+    );
     assert_eq!(
         relay.metric("relay_rejected_requests_total{reason=\"ambiguous_path\"}"),
         7.0
@@ -616,5 +627,9 @@ fn relay_check_refuses_a_path_pattern_that_cannot_apply() {
         "{err}"
     );
     let out = check(path_config(up, &key_file, true));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -200,7 +200,8 @@ fn path_params_are_accepted_when_a_route_reaches_them_and_refused_otherwise() {
         }
     };
     let prefix = "[[routes]]\nname = \"users\"\npath = \"/users/\"\nmatch = \"prefix\"\nupstream = \"t\"\npii = \"default\"";
-    let exact = "[[routes]]\nname = \"logs\"\npath = \"/v1/logs\"\nupstream = \"t\"\npii = \"default\"";
+    let exact =
+        "[[routes]]\nname = \"logs\"\npath = \"/v1/logs\"\nupstream = \"t\"\npii = \"default\"";
     // Reachable from the prefix route: accepted (it applies; e2e: scrub_e2e path_params_*).
     assert_eq!(
         errors(&cfg(prefix, "[\"/users/{user_id}/events\"]", "")),
@@ -225,7 +226,8 @@ fn path_params_are_accepted_when_a_route_reaches_them_and_refused_otherwise() {
     // An invalid pattern is named with what to write.
     let got = errors(&cfg(prefix, "[\"/users/x{id}\"]", ""));
     assert!(
-        got.iter().any(|m| m.starts_with("pii.default.path_params[0]: \"/users/x{id}\" has an invalid segment")),
+        got.iter().any(|m| m
+            .starts_with("pii.default.path_params[0]: \"/users/x{id}\" has an invalid segment")),
         "{got:?}"
     );
     // A quarantine topic without [kafka].
@@ -235,23 +237,32 @@ fn path_params_are_accepted_when_a_route_reaches_them_and_refused_otherwise() {
         "[pii.default.guard]\nemail = \"report\"\nquarantine_topic = \"q\"\n",
     ));
     assert!(
-        got.iter().any(|m| m.starts_with("pii.default.guard.quarantine_topic: a quarantine topic needs a [kafka] section")),
+        got.iter().any(|m| m.starts_with(
+            "pii.default.guard.quarantine_topic: a quarantine topic needs a [kafka] section"
+        )),
         "{got:?}"
     );
 }
 
 #[test]
 fn pii_rules_on_headers_relay_handles_itself_are_refused_by_name() {
-    for h in ["x-forwarded-for", "X_Request_Id", "x-relay-key-id", "x-relay-policy", "host"] {
+    for h in [
+        "x-forwarded-for",
+        "X_Request_Id",
+        "x-relay-key-id",
+        "x-relay-policy",
+        "host",
+    ] {
         let p: PiiPolicyConfig = toml::from_str(&format!(
             "fields = [\"user_id\"]\nhash = \"sha256\"\nheaders = [\"{h}\"]"
         ))
         .unwrap();
         let got = problems(&p);
         assert!(
-            got.iter().any(|m| m.starts_with("pii.default.headers[0]: the rule")
-                && m.contains(&format!("{h:?}"))
-                && m.contains("relay handles itself")),
+            got.iter()
+                .any(|m| m.starts_with("pii.default.headers[0]: the rule")
+                    && m.contains(&format!("{h:?}"))
+                    && m.contains("relay handles itself")),
             "{h}: {got:?}"
         );
     }

@@ -251,7 +251,10 @@ pub(crate) fn sample(i: usize) -> OriginalRecord {
         scrubbed_sha256: i.is_multiple_of(4).then(|| format!("{:064x}", i)),
         pii_count: i.is_multiple_of(4).then(|| i.to_string()),
         guard_findings: if i.is_multiple_of(7) {
-            vec![("email".into(), "$.note".into()), ("ip".into(), "header.x-a".into())]
+            vec![
+                ("email".into(), "$.note".into()),
+                ("ip".into(), "header.x-a".into()),
+            ]
         } else {
             Vec::new()
         },
