@@ -597,7 +597,7 @@ fn path_params_hash_named_segments_and_hostile_targets_hash_predictably_or_get_4
 }
 
 /// `relay check` refuses a `path_params` pattern that no route of its policy can reach, and
-/// names the pattern and the routes.
+/// names the pattern and the routes; and PII rules on headers relay handles itself, by name.
 #[test]
 fn relay_check_refuses_a_path_pattern_that_cannot_apply() {
     let keys = tempfile::tempdir().unwrap();
@@ -632,4 +632,19 @@ fn relay_check_refuses_a_path_pattern_that_cannot_apply() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // PII header rules on headers relay handles itself are refused by name too.
+    let out = check(scrub_config("epoll", up, &key_file).replace(
+        "headers = [\"x-device-id\"]",
+        "headers = [\"x-device-id\", \"X-Forwarded-For\", \"x-relay-policy\"]",
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (i, h) in [(1, "X-Forwarded-For"), (2, "x-relay-policy")] {
+        assert!(
+            err.contains(&format!("pii.default.headers[{i}]"))
+                && err.contains(&format!("the rule \"{h}\""))
+                && err.contains("relay handles itself"),
+            "{err}"
+        );
+    }
 }
