@@ -335,6 +335,23 @@ fn report_quarantines_exactly_one_record_and_guard_findings_are_counted() {
     assert_eq!(guard_metric(&relay, "email", "report"), 1.0);
     assert_eq!(guard_metric(&relay, "card", "hash"), 1.0);
     assert_eq!(guard_metric(&relay, "ssn", "reject"), 1.0);
+    // The refused request's original is still in the topic (the raw copy), without a receipt:
+    // nothing was forwarded.
+    wait_metric(&relay, "3 originals delivered", |r| {
+        delivered(r, TOPIC) == 3.0
+    });
+    let all = read_topic(&b.bootstrap(), TOPIC, 3, LONG);
+    let refused = all
+        .iter()
+        .find(|g| g.payload.ends_with(b"\"123-45-6789\"}"))
+        .expect("the refused original");
+    assert!(
+        refused.header("relay-policy").is_none(),
+        "{:?}",
+        refused.headers
+    );
+    assert!(refused.header("relay-scrubbed-sha256").is_none());
+    assert_eq!(enqueued(&relay, QTOPIC), 1.0);
     assert_eq!(guard_metric(&relay, "email", "reject"), 0.0);
     assert_eq!(
         relay.metric("relay_guard_quarantine_failed_total{policy=\"default\"}"),
