@@ -3,16 +3,24 @@
 //! 1. [`route`]: find the route (404 / 405);
 //! 2. [`admit`]: the consumer's credentials and the consumer's and route's limits (401 /
 //!    403 / 429); nothing is published or forwarded for a refused request;
-//! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
-//!    scrubbed (503 `kafka_backpressure` when the path is full);
-//! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
-//! 4. [`build_upstream_request`]: encode the upstream request head and body;
-//! 5. [`exchange`]: send it upstream and read the response (502 / 503 / 504);
-//! 6. [`write_response`]: relay the upstream's response (the server writes it);
-//! 7. [`log`]: route metrics and the sampled access log.
+//! 3. [`scrub`]: pseudonymise the body, the query and the path, then the egress guard, fail
+//!    closed (4xx);
+//! 4. [`build_upstream_request`]: encode the upstream request head (PII headers hashed,
+//!    guard over the others, `X-Relay-Policy`) and body;
+//! 5. [`publish_original`]: hand the original body to the Kafka path with its sanitization
+//!    receipt (503 `kafka_backpressure` when the path is full); a request refused by 3 or 4
+//!    still has its original published (without a receipt), and nothing forwarded;
+//! 6. [`quarantine`]: for egress guard `report` findings, queue the forwarded body to the
+//!    policy's `quarantine_topic` (never refuses, never waits);
+//! 7. [`exchange`]: send it upstream and read the response (502 / 503 / 504); for `ack`
+//!    delivery this runs while Kafka's round trip is in flight;
+//! 8. [`write_response`]: relay the upstream's response (the server writes it);
+//! 9. [`log`]: route and guard metrics and the sampled access log.
 //!
 //! Each phase is a short function; a phase that refuses returns a [`RequestError`] and the
-//! later phases do not run.
+//! later phases do not run. The original is published after scrubbing because its receipt
+//! (`relay-scrubbed-sha256`) is the digest of the scrubbed body; no byte of an unscrubbed
+//! body is forwarded, whatever the order.
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
@@ -24,9 +32,10 @@ use relay_http::{RequestHead, RequestHeadEncoder};
 use crate::admit::Admitted;
 use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
-use crate::kafka::OriginalRecord;
+use crate::kafka::{Done, OriginalRecord};
 use crate::route::{KeySource, NoRoute, Route};
-use crate::scrub::{Finding, Scrubber};
+use crate::scrub::receipt::policy_label;
+use crate::scrub::{Finding, GuardAction, Receipt, Scrubber};
 use crate::snapshot::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
@@ -45,7 +54,8 @@ pub struct RequestCtx<'v> {
     pub received_at: SystemTime,
     /// PII values hashed so far (body, query and headers).
     pub fields_hashed: u64,
-    /// What the egress guard reported (detectors whose action is `report`) in what is forwarded.
+    /// What the egress guard found in what is forwarded (detectors whose action is `report`
+    /// or `hash`).
     pub findings: Vec<Finding>,
     /// What [`admit`] found: the consumer and the credential header not to forward.
     pub admitted: Admitted,
@@ -123,14 +133,43 @@ async fn run_phases<'v>(
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
     admit(ctx, worker, view, route, head)?;
-    let pending = publish_original(ctx, worker, route, head, &body).await?;
-    let (body, query) = scrub(ctx, head, body)?;
-    let request = build_upstream_request(ctx, view, route, head, &body, query.as_deref())?;
-    drop(body);
+    let out = match scrub(ctx, head, &body) {
+        Ok(out) => out,
+        Err(e) => return refuse_after_publishing(ctx, worker, route, head, body, e).await,
+    };
+    let forwarded = out.body.as_deref().unwrap_or(&body);
+    let request = match build_upstream_request(ctx, view, route, head, forwarded, &out) {
+        Ok(r) => r,
+        Err(e) => return refuse_after_publishing(ctx, worker, route, head, body, e).await,
+    };
+    let forwarded = out.body.as_deref().unwrap_or(&body);
+    let receipt = receipt(ctx, worker, route, forwarded);
+    let quarantined = quarantine_record(ctx, worker, route, head, forwarded, &receipt);
+    drop(out);
+    let pending = publish_original(ctx, worker, route, head, body, receipt.as_ref()).await?;
+    if let Some(q) = quarantined {
+        quarantine(worker, view, route, q);
+    }
     // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the answer
     // then waits for Kafka's.
     let response = exchange(view, route, head, request).await;
     pending.settle(response).await
+}
+
+/// A request that [`scrub`] or [`build_upstream_request`] refused: its original still goes to
+/// Kafka like every accepted request's (without a receipt: nothing was forwarded), then the
+/// refusal is answered. A refusal by the Kafka path wins (nothing was published).
+async fn refuse_after_publishing(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    head: &RequestHead,
+    body: Vec<u8>,
+    refusal: RequestError,
+) -> Result<UpstreamResponse, RequestError> {
+    // An `ack` original of a refused request is not waited for (the answer is the refusal).
+    let _pending = publish_original(ctx, worker, route, head, body, None).await?;
+    Err(refusal)
 }
 
 /// Phase 1, first after framing: finds the route by method, path and host. Refuses 404
@@ -181,61 +220,108 @@ pub fn admit(
     Ok(())
 }
 
-/// Phase 3, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
-/// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
-/// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
-/// answer waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
-/// `kafka_unavailable`; an original too large for the producer is refused, never lost.
+/// Phase 5, after the upstream request is built and before it is sent: hands the original
+/// body, byte for byte, to the Kafka path when the route has a topic, by the route's delivery
+/// mode (`memory`: queued; `spool`: durable on disk before this returns; `ack`: returns a
+/// [`Pending`] acknowledgement that the answer waits for), with the sanitization `receipt` of
+/// what will be forwarded (`None`: no PII policy, or the request was refused). Refuses 503
+/// `kafka_backpressure`, `spool_full`, `spool_unavailable` or `kafka_unavailable`; an original
+/// too large for the producer is refused, never lost.
 pub async fn publish_original(
     ctx: &RequestCtx<'_>,
     worker: &Worker,
     route: &Route,
     head: &RequestHead,
-    body: &[u8],
+    body: Vec<u8>,
+    receipt: Option<&Receipt>,
 ) -> Result<Pending, RequestError> {
     let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
         return Ok(Pending::Nothing);
     };
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
-        (KeySource::Field(f), Some(s)) => s.key_hash(content_type, body, f).map(String::into_bytes),
+        (KeySource::Field(f), Some(s)) => {
+            s.key_hash(content_type, &body, f).map(String::into_bytes)
+        }
         (KeySource::Header(h), s) => head.header(h).map(|v| match s {
             Some(s) => s.hash_value(v).into_bytes(),
             None => v.to_vec(),
         }),
         _ => None,
     };
+    let mut rec = base_record(ctx, route, head, topic.clone(), body);
+    rec.key = key;
+    if let Some(r) = receipt {
+        rec.policy = Some(r.policy.clone());
+        rec.scrubbed_sha256 = Some(r.scrubbed_sha256.clone());
+        rec.pii_count = Some(r.pii_count.to_string());
+    }
+    publish(worker, route, kafka, rec).await
+}
+
+/// A record of this request for `topic` carrying `payload`, with the headers every record has
+/// (route, request id, content type, key id, consumer) and no key.
+fn base_record(
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    head: &RequestHead,
+    topic: std::sync::Arc<str>,
+    payload: Vec<u8>,
+) -> OriginalRecord {
     let timestamp_ms = ctx
         .received_at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let rec = OriginalRecord {
-        topic: topic.clone(),
-        key,
-        payload: body.to_vec(),
+    OriginalRecord {
+        topic,
+        key: None,
+        payload,
         timestamp_ms,
         route: route.name.clone(),
         request_id: ctx.request_id.clone(),
-        content_type: content_type.map(str::to_string),
+        content_type: head.header_str("content-type").map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
         consumer: ctx.admitted.consumer.clone(),
-    };
-    publish(worker, route, kafka, rec).await
+        policy: None,
+        scrubbed_sha256: None,
+        pii_count: None,
+        guard_findings: Vec::new(),
+    }
 }
 
-/// Phase 3, after the original is handed over: scrubs the body and the query with the route's
-/// policy, then runs the egress guard over them (headers are hashed and guarded while the
-/// upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
+/// The sanitization receipt of `forwarded` (the body exactly as it will be sent), when the
+/// route has a PII policy and a record will carry it (a Kafka topic, or a quarantine record
+/// to publish): the one implementation `relay scrub --receipt` uses too. `pii_count` is every
+/// value hashed for the request: body, query, path and headers.
+fn receipt(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    forwarded: &[u8],
+) -> Option<Receipt> {
+    let (s, name) = (ctx.scrubber?, route.pii.as_deref()?);
+    worker.kafka.as_ref()?;
+    if route.topic.is_none() && quarantine_topic(ctx).is_none() {
+        return None;
+    }
+    Some(s.receipt(name, forwarded, ctx.fields_hashed))
+}
+
+/// Phase 3, after admission: scrubs the body, the query and the path with the route's policy,
+/// then runs the egress guard over the body and the query (headers are hashed and guarded while
+/// the upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
+/// 400 `ambiguous_path` for a path that matches a `path_params` pattern only once normalised,
 /// 422 `pii_detected` when a `reject` detector fires, and 400 `empty_body` for a zero-length
-/// JSON body sent with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
+/// JSON body sent with POST, PUT or PATCH. Returns what changed (the original is kept for
+/// Kafka).
 pub fn scrub(
     ctx: &mut RequestCtx<'_>,
     head: &RequestHead,
-    body: Vec<u8>,
-) -> Result<(Vec<u8>, Option<String>), RequestError> {
+    body: &[u8],
+) -> Result<Outgoing, RequestError> {
     let Some(s) = ctx.scrubber else {
-        return Ok((body, None));
+        return Ok(Outgoing::default());
     };
     let content_type = head.header_str("content-type");
     if body.is_empty()
@@ -244,33 +330,64 @@ pub fn scrub(
     {
         return Err(RequestError::EmptyBody);
     }
-    let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), &body)?;
+    let path = match s.scrub_path(head.path())? {
+        Some((p, n)) => {
+            ctx.fields_hashed += n;
+            Some(p)
+        }
+        None => None,
+    };
+    let scrubbed = s.scrub_body(content_type, head.header_str("content-encoding"), body)?;
     ctx.fields_hashed += scrubbed.fields_hashed;
     ctx.findings.extend(scrubbed.findings);
     let query = match head.query() {
-        Some(q) => s.scrub_query_guarded(q, &mut ctx.findings)?,
+        Some(q) => {
+            let (q, n) = s.scrub_query_guarded(q, &mut ctx.findings)?;
+            ctx.fields_hashed += n;
+            q
+        }
         None => None,
     };
-    Ok((scrubbed.body, query))
+    Ok(Outgoing {
+        body: Some(scrubbed.body),
+        path,
+        query,
+    })
 }
 
-/// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
+/// What [`scrub`] changed in the forwarded request; each `None` is forwarded as sent.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// The scrubbed body.
+    pub body: Option<Vec<u8>>,
+    /// The path with its `path_params` segments hashed.
+    pub path: Option<String>,
+    /// The scrubbed (and guarded) query.
+    pub query: Option<String>,
+}
+
+/// Phase 4: encodes the upstream request: the method, the (scrubbed) path and query, the
 /// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
-/// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`, then the
-/// body with its Content-Length. Refuses 422 `pii_detected` when a `reject` detector of the
-/// egress guard fires on a forwarded header.
+/// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`,
+/// `X-Relay-Policy` (route with a PII policy), then `body` (as forwarded) with its
+/// Content-Length. Refuses 422 `pii_detected` when a `reject` detector of the egress guard
+/// fires on a forwarded header.
 pub fn build_upstream_request(
     ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
     route: &Route,
     head: &RequestHead,
     body: &[u8],
-    query: Option<&str>,
+    out: &Outgoing,
 ) -> Result<Vec<u8>, RequestError> {
     let upstream = &view.upstreams[route.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
-    let mut enc =
-        RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
+    let mut enc = RequestHeadEncoder::new(
+        &mut req,
+        head.method(),
+        out.path.as_deref().unwrap_or(head.path()),
+        out.query.as_deref().or(head.query()),
+    );
     enc.header("Host", upstream.shared.host_header.as_bytes());
     let tokens = connection_tokens(head.headers());
     let mut xff: Option<&[u8]> = None;
@@ -280,6 +397,7 @@ pub fn build_upstream_request(
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-relay-key-id")
+            || name.eq_ignore_ascii_case("x-relay-policy")
             || name.eq_ignore_ascii_case("x-request-id")
             || ctx
                 .admitted
@@ -314,6 +432,12 @@ pub fn build_upstream_request(
     if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
         enc.header("X-Relay-Key-Id", k.as_bytes());
     }
+    if let (Some(s), Some(name)) = (ctx.scrubber, route.pii.as_deref()) {
+        enc.header(
+            "X-Relay-Policy",
+            policy_label(name, s.policy_digest()).as_bytes(),
+        );
+    }
     let bodyless_method = matches!(
         head.method(),
         "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
@@ -324,7 +448,83 @@ pub fn build_upstream_request(
     Ok(req)
 }
 
-/// Phase 5: sends the request to the route's upstream and reads its whole response. Refuses
+/// Findings kept in a quarantine record's headers; more are counted but not listed.
+pub const MAX_QUARANTINE_FINDINGS: usize = 64;
+
+/// The policy's `quarantine_topic` when this request has `report` findings to publish.
+fn quarantine_topic<'a>(ctx: &RequestCtx<'a>) -> Option<&'a str> {
+    let s = ctx.scrubber?;
+    let topic = s.quarantine_topic()?;
+    ctx.findings
+        .iter()
+        .any(|f| f.action == GuardAction::Report)
+        .then_some(topic)
+}
+
+/// The quarantine record of this request (built before the original is moved to Kafka): the
+/// body as forwarded, the receipt, and each `report` finding's detector and place as headers
+/// (the first [`MAX_QUARANTINE_FINDINGS`]). `None` without `report` findings, without a
+/// `quarantine_topic` or without `[kafka]`.
+fn quarantine_record(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    head: &RequestHead,
+    forwarded: &[u8],
+    receipt: &Option<Receipt>,
+) -> Option<OriginalRecord> {
+    let topic = quarantine_topic(ctx)?;
+    worker.kafka.as_ref()?;
+    let mut rec = base_record(ctx, route, head, topic.into(), forwarded.to_vec());
+    if let Some(r) = receipt {
+        rec.policy = Some(r.policy.clone());
+        rec.scrubbed_sha256 = Some(r.scrubbed_sha256.clone());
+        rec.pii_count = Some(r.pii_count.to_string());
+    }
+    rec.guard_findings = ctx
+        .findings
+        .iter()
+        .filter(|f| f.action == GuardAction::Report)
+        .take(MAX_QUARANTINE_FINDINGS)
+        .map(|f| (f.detector.clone(), f.place.clone()))
+        .collect();
+    Some(rec)
+}
+
+/// Phase 6, after the original was accepted by the Kafka path: queues the quarantine record
+/// in `memory` mode. Never refuses and never waits: a full queue, a record too large for the
+/// producer or a failed delivery (a missing topic, Kafka down) is counted in
+/// `relay_guard_quarantine_failed_total{policy}` and the request goes on; the original is not
+/// affected.
+pub fn quarantine(worker: &Worker, view: &WorkerView, route: &Route, rec: OriginalRecord) {
+    let Some(kafka) = &worker.kafka else {
+        return;
+    };
+    let Some(failed) = route
+        .pii
+        .as_ref()
+        .and_then(|p| view.snap.guard_metrics.get(p))
+        .map(|m| m.quarantine_failed.clone())
+    else {
+        return;
+    };
+    let w = worker.index;
+    if crate::delivery::check_record_fits(kafka, &rec).is_err() {
+        failed.inc(w);
+        return;
+    }
+    let on_failure = failed.clone();
+    let done = Done::Quarantine(Box::new(move |r| {
+        if r.is_err() {
+            on_failure.inc(w);
+        }
+    }));
+    if kafka.try_send_with(rec, done).is_err() {
+        failed.inc(w);
+    }
+}
+
+/// Phase 7: sends the request to the route's upstream and reads its whole response. Refuses
 /// 502 (unreachable, reset, bad response, TLS), 503 `upstream_busy`, 504 (timeouts).
 pub async fn exchange(
     view: &WorkerView,
@@ -338,7 +538,7 @@ pub async fn exchange(
         .map_err(RequestError::from)
 }
 
-/// Phase 6: appends the relayed response to `out`: the upstream's status and end-to-end
+/// Phase 8: appends the relayed response to `out`: the upstream's status and end-to-end
 /// headers and its body unchanged; framing (`Content-Length`) and `Connection` relay's own.
 /// A 204 or 304 carries neither a body nor a Content-Length; a response to HEAD keeps the
 /// upstream's Content-Length.
@@ -368,8 +568,8 @@ pub struct Exchanged {
     pub started: Instant,
 }
 
-/// Phase 7, after the response was written: the route's metrics and, when sampled, one access
-/// log line. Refuses nothing.
+/// Phase 9, after the response was written: the route's and the egress guard's metrics and,
+/// when sampled, one access log line. Refuses nothing.
 pub fn log(
     worker: &Worker,
     view: &WorkerView,
@@ -402,5 +602,21 @@ pub fn log(
         m.bytes_in.add(w, x.bytes_in);
         m.bytes_out.add(w, x.bytes_out);
         m.pii_hashed.add(w, handled.ctx.fields_hashed);
+        if let Some(g) = route
+            .pii
+            .as_ref()
+            .and_then(|p| view.snap.guard_metrics.get(p))
+        {
+            for f in &handled.ctx.findings {
+                if let Some(c) = g.detector(&f.detector) {
+                    c.of(f.action).inc(w);
+                }
+            }
+            if let Err(RequestError::Scrub(e)) = &handled.result {
+                if let Some(c) = e.detector.as_deref().and_then(|d| g.detector(d)) {
+                    c.of(GuardAction::Reject).inc(w);
+                }
+            }
+        }
     }
 }

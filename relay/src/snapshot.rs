@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Counter, GuardCounters, Metrics, RouteMetrics};
 use crate::route::RouteTable;
 use crate::scrub::Scrubber;
 use crate::upstream::{Upstream, UpstreamShared};
@@ -27,10 +27,31 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<UpstreamShared>>,
     /// Built PII policies by name (cloned per worker).
     pub scrubbers: HashMap<String, Scrubber>,
+    /// Egress guard counters by policy name: (detector, counters) in configuration order, and
+    /// the policy's unpublished quarantine records.
+    pub guard_metrics: HashMap<String, PolicyGuardMetrics>,
     /// SHA-256 of the file, first 16 hex digits.
     pub hash: String,
     /// Consumers, credentials and limits (the admit phase).
     pub edge: crate::admit::EdgePolicy,
+}
+
+/// The egress guard counters of one policy.
+pub struct PolicyGuardMetrics {
+    /// Each detector's counters, in configuration order.
+    pub detectors: Vec<(String, Arc<GuardCounters>)>,
+    /// Quarantine records not published.
+    pub quarantine_failed: Arc<Counter>,
+}
+
+impl PolicyGuardMetrics {
+    /// The counters of `detector` (none for a name the policy does not have).
+    pub fn detector(&self, detector: &str) -> Option<&GuardCounters> {
+        self.detectors
+            .iter()
+            .find(|(d, _)| d == detector)
+            .map(|(_, c)| &**c)
+    }
 }
 
 impl Snapshot {
@@ -60,8 +81,27 @@ impl Snapshot {
             )?));
         }
         let mut scrubbers = HashMap::new();
+        let mut guard_metrics = HashMap::new();
         for (name, p) in &config.pii {
             let s = crate::scrub::build(p).map_err(|e| format!("pii.{name}: {e}"))?;
+            if s.guard_is_on() {
+                let detectors = s
+                    .guard_detectors()
+                    .into_iter()
+                    .map(|(d, _)| {
+                        let c = metrics.guard(name, &d);
+                        (d, c)
+                    })
+                    .collect();
+                let quarantine_failed = metrics.quarantine_failed(name);
+                guard_metrics.insert(
+                    name.clone(),
+                    PolicyGuardMetrics {
+                        detectors,
+                        quarantine_failed,
+                    },
+                );
+            }
             scrubbers.insert(name.clone(), s);
         }
         let digest = Sha256::digest(file_bytes);
@@ -74,6 +114,7 @@ impl Snapshot {
             route_metrics,
             upstreams,
             scrubbers,
+            guard_metrics,
             hash,
         })
     }

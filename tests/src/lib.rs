@@ -777,6 +777,8 @@ pub const REQUIRED_METRICS: &[&str] = &[
     "relay_bytes_sent_total",
     "relay_rejected_requests_total",
     "relay_pii_fields_hashed_total",
+    "relay_guard_findings_total",
+    "relay_guard_quarantine_failed_total",
     "relay_kafka_queue_depth",
     "relay_kafka_queue_capacity",
     "relay_kafka_records_enqueued_total",
