@@ -70,6 +70,10 @@ const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
         "x-relay-key-id",
         "relay sets it to the id of the key that made the pseudonyms",
     ),
+    (
+        "x-relay-policy",
+        "relay sets it to the policy name and the hash of its rules (the sanitization receipt)",
+    ),
 ];
 
 /// Folds a header name for comparison: ASCII lower case, and with `fold_underscores` every `_`

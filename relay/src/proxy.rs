@@ -3,19 +3,31 @@
 //! 1. [`route`]: find the route (404 / 405);
 //! 2. [`admit`]: the consumer's credentials and the consumer's and route's limits (401 /
 //!    403 / 429); nothing is published or forwarded for a refused request;
-//! 2. [`decode`]: decode a compressed (`Content-Encoding`) body within the route's limits
+//! 3. [`decode`]: decode a compressed (`Content-Encoding`) body within the route's limits
 //!    (415 / 413 / 400); nothing is published or forwarded for a refused body;
-//! 2. [`publish_original`]: hand the original body to the Kafka path, before anything is
-//!    scrubbed (503 `kafka_backpressure` when the path is full);
-//! 3. [`scrub`]: pseudonymise the body, the query and the PII headers, fail closed (4xx);
-//! 4. [`build_upstream_request`]: encode the upstream request head and body;
-//! 5. [`exchange`]: send it upstream and read the response (502 / 503 / 504);
-//! 6. [`write_response`]: relay the upstream's response (the server writes it);
-//! 7. [`log`]: route metrics and the sampled access log.
+//! 4. [`scrub`]: pseudonymise the (decoded) body, the query and the path, then the egress
+//!    guard, fail closed (4xx);
+//! 5. [`encode_forward`]: the body the upstream gets (re-encoded with
+//!    `forward_encoding = "same"`);
+//! 6. [`build_upstream_request`]: encode the upstream request head (PII headers hashed,
+//!    guard over the others, `X-Relay-Policy`) and body;
+//! 7. [`publish_original`]: hand the original body (the bytes as sent, compressed or not) to
+//!    the Kafka path with its sanitization receipt (503 `kafka_backpressure` when the path is
+//!    full); a request refused by 4 to 6 still has its original published (without a
+//!    receipt), and nothing forwarded;
+//! 8. [`quarantine`]: for egress guard `report` findings, queue the forwarded body to the
+//!    policy's `quarantine_topic` (never refuses, never waits);
+//! 9. [`exchange`]: send it upstream and read the response (502 / 503 / 504); for `ack`
+//!    delivery this runs while Kafka's round trip is in flight;
+//! 10. [`write_response`]: relay the upstream's response (the server writes it);
+//! 11. [`log`]: route and guard metrics and the sampled access log.
 //!
 //! Each phase is a short function; a phase that refuses returns a [`RequestError`] and the
-//! later phases do not run.
+//! later phases do not run. The original is published after scrubbing because its receipt
+//! (`relay-scrubbed-sha256`) is the digest of the scrubbed body; no byte of an unscrubbed
+//! body is forwarded, whatever the order.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -27,9 +39,10 @@ use crate::admit::Admitted;
 use crate::coding::{self, Applied, ForwardEncoding};
 use crate::delivery::{publish_original as publish, Pending};
 use crate::error::RequestError;
-use crate::kafka::OriginalRecord;
+use crate::kafka::{Done, OriginalRecord};
 use crate::route::{KeySource, NoRoute, Route};
-use crate::scrub::{Finding, Scrubber};
+use crate::scrub::receipt::policy_label;
+use crate::scrub::{Finding, GuardAction, Receipt, Scrubber};
 use crate::snapshot::WorkerView;
 use crate::upstream::UpstreamResponse;
 use crate::worker::Worker;
@@ -48,7 +61,8 @@ pub struct RequestCtx<'v> {
     pub received_at: SystemTime,
     /// PII values hashed so far (body, query and headers).
     pub fields_hashed: u64,
-    /// What the egress guard reported (detectors whose action is `report`) in what is forwarded.
+    /// What the egress guard found in what is forwarded (detectors whose action is `report`
+    /// or `hash`).
     pub findings: Vec<Finding>,
     /// What [`admit`] found: the consumer and the credential header not to forward.
     pub admitted: Admitted,
@@ -130,16 +144,50 @@ async fn run_phases<'v>(
 ) -> Result<UpstreamResponse, RequestError> {
     let route = route(ctx, view, head)?;
     admit(ctx, worker, view, route, head)?;
-    let mut body = decode(ctx, worker, view, route, head, body)?;
-    let pending = publish_original(ctx, worker, route, head, &body).await?;
-    let (scrubbed, query) = scrub(ctx, head, body.take_decoded())?;
-    let forwarded = encode_forward(ctx, view, route, body, scrubbed)?;
-    let request = build_upstream_request(ctx, view, route, head, &forwarded, query.as_deref())?;
+    let body = decode(ctx, worker, view, route, head, body)?;
+    let out = match scrub(ctx, head, body.decoded()) {
+        Ok(out) => out,
+        Err(e) => return refuse_after_publishing(ctx, worker, route, head, body, e).await,
+    };
+    let forwarded = match encode_forward(ctx, view, route, &body, out.body.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return refuse_after_publishing(ctx, worker, route, head, body, e).await,
+    };
+    let request = match build_upstream_request(ctx, view, route, head, &forwarded, &out) {
+        Ok(r) => r,
+        Err(e) => {
+            drop(forwarded);
+            return refuse_after_publishing(ctx, worker, route, head, body, e).await;
+        }
+    };
+    let receipt = receipt(ctx, worker, route, &forwarded);
+    let quarantined = quarantine_record(ctx, worker, route, head, &forwarded, &receipt);
     drop(forwarded);
+    drop(out);
+    let pending = publish_original(ctx, worker, route, head, body, receipt.as_ref()).await?;
+    if let Some(q) = quarantined {
+        quarantine(worker, view, route, q);
+    }
     // For `ack` delivery the exchange runs while Kafka's round trip is in flight; the answer
     // then waits for Kafka's.
     let response = exchange(view, route, head, request).await;
     pending.settle(response).await
+}
+
+/// A request that [`scrub`], [`encode_forward`] or [`build_upstream_request`] refused: its original still goes to
+/// Kafka like every accepted request's (without a receipt: nothing was forwarded), then the
+/// refusal is answered. A refusal by the Kafka path wins (nothing was published).
+async fn refuse_after_publishing(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    head: &RequestHead,
+    body: coding::Body,
+    refusal: RequestError,
+) -> Result<UpstreamResponse, RequestError> {
+    // An `ack` original of a refused request is not waited for (the answer is the refusal).
+    let _pending = publish_original(ctx, worker, route, head, body, None).await?;
+    Err(refusal)
 }
 
 /// Phase 1, first after framing: finds the route by method, path and host. Refuses 404
@@ -190,7 +238,7 @@ pub fn admit(
     Ok(())
 }
 
-/// Phase 2b, after admission and before anything is published: decodes a body sent with a
+/// Phase 3, after admission and before anything is scrubbed or published: decodes a body sent with a
 /// `Content-Encoding` (gzip / x-gzip, deflate, zstd; identity is no coding) within the route's
 /// `max_decoded_bytes` and `max_expansion_ratio` ([`coding::Limits::resolve`]). An empty
 /// body is empty under every coding. Refuses 415 `unsupported_content_encoding` (an unknown
@@ -236,65 +284,110 @@ pub fn decode(
     }
 }
 
-/// Phase 3, before anything is scrubbed: hands the original body, byte for byte, to the Kafka
-/// path when the route has a topic, by the route's delivery mode (`memory`: queued; `spool`:
-/// durable on disk before this returns; `ack`: returns a [`Pending`] acknowledgement that the
-/// answer waits for). Refuses 503 `kafka_backpressure`, `spool_full`, `spool_unavailable` or
-/// `kafka_unavailable`; an original too large for the producer is refused, never lost.
+/// Phase 7, after the upstream request is built and before it is sent: hands the original
+/// body, byte for byte, to the Kafka path when the route has a topic, by the route's delivery
+/// mode (`memory`: queued; `spool`: durable on disk before this returns; `ack`: returns a
+/// [`Pending`] acknowledgement that the answer waits for), with the sanitization `receipt` of
+/// what will be forwarded (`None`: no PII policy, or the request was refused). Refuses 503
+/// `kafka_backpressure`, `spool_full`, `spool_unavailable` or `kafka_unavailable`; an original
+/// too large for the producer is refused, never lost.
 pub async fn publish_original(
     ctx: &RequestCtx<'_>,
     worker: &Worker,
     route: &Route,
     head: &RequestHead,
-    body: &coding::Body,
+    body: coding::Body,
+    receipt: Option<&Receipt>,
 ) -> Result<Pending, RequestError> {
     let (Some(topic), Some(kafka)) = (&route.topic, &worker.kafka) else {
         return Ok(Pending::Nothing);
     };
-    let decoded = body.decoded();
     let content_type = head.header_str("content-type");
     let key = match (&route.key, ctx.scrubber) {
-        (KeySource::Field(f), Some(s)) => {
-            s.key_hash(content_type, decoded, f).map(String::into_bytes)
-        }
+        (KeySource::Field(f), Some(s)) => s
+            .key_hash(content_type, body.decoded(), f)
+            .map(String::into_bytes),
         (KeySource::Header(h), s) => head.header(h).map(|v| match s {
             Some(s) => s.hash_value(v).into_bytes(),
             None => v.to_vec(),
         }),
         _ => None,
     };
+    let mut rec = base_record(ctx, route, head, topic.clone(), body.wire);
+    rec.key = key;
+    rec.content_encoding = ctx.coding.request;
+    if let Some(r) = receipt {
+        rec.policy = Some(r.policy.clone());
+        rec.scrubbed_sha256 = Some(r.scrubbed_sha256.clone());
+        rec.pii_count = Some(r.pii_count.to_string());
+    }
+    publish(worker, route, kafka, rec).await
+}
+
+/// A record of this request for `topic` carrying `payload`, with the headers every record has
+/// (route, request id, content type, key id, consumer) and no key.
+fn base_record(
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    head: &RequestHead,
+    topic: std::sync::Arc<str>,
+    payload: Vec<u8>,
+) -> OriginalRecord {
     let timestamp_ms = ctx
         .received_at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let rec = OriginalRecord {
-        topic: topic.clone(),
-        key,
-        payload: body.wire.to_vec(),
+    OriginalRecord {
+        topic,
+        key: None,
+        payload,
         timestamp_ms,
         route: route.name.clone(),
         request_id: ctx.request_id.clone(),
-        content_type: content_type.map(str::to_string),
+        content_type: head.header_str("content-type").map(str::to_string),
         key_id: ctx.scrubber.and_then(|s| s.key_id()).map(str::to_string),
         consumer: ctx.admitted.consumer.clone(),
-        content_encoding: ctx.coding.request,
-    };
-    publish(worker, route, kafka, rec).await
+        policy: None,
+        scrubbed_sha256: None,
+        pii_count: None,
+        guard_findings: Vec::new(),
+        content_encoding: None,
+    }
 }
 
-/// Phase 3, after the original is handed over: scrubs the body and the query with the route's
-/// policy, then runs the egress guard over them (headers are hashed and guarded while the
-/// upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
+/// The sanitization receipt of `forwarded` (the body exactly as it will be sent), when the
+/// route has a PII policy and a record will carry it (a Kafka topic, or a quarantine record
+/// to publish): the one implementation `relay scrub --receipt` uses too. `pii_count` is every
+/// value hashed for the request: body, query, path and headers.
+fn receipt(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    forwarded: &[u8],
+) -> Option<Receipt> {
+    let (s, name) = (ctx.scrubber?, route.pii.as_deref()?);
+    worker.kafka.as_ref()?;
+    if route.topic.is_none() && quarantine_topic(ctx).is_none() {
+        return None;
+    }
+    Some(s.receipt(name, forwarded, ctx.fields_hashed))
+}
+
+/// Phase 3, after admission: scrubs the body, the query and the path with the route's policy,
+/// then runs the egress guard over the body and the query (headers are hashed and guarded while
+/// the upstream head is built). Fail closed: refuses 400/415 for a body the policy cannot read,
+/// 400 `ambiguous_path` for a path that matches a `path_params` pattern only once normalised,
 /// 422 `pii_detected` when a `reject` detector fires, and 400 `empty_body` for a zero-length
-/// JSON body sent with POST, PUT or PATCH. Returns the body and the scrubbed query (None: unchanged).
+/// JSON body sent with POST, PUT or PATCH. Returns what changed (the original is kept for
+/// Kafka).
 pub fn scrub(
     ctx: &mut RequestCtx<'_>,
     head: &RequestHead,
-    body: Vec<u8>,
-) -> Result<(Vec<u8>, Option<String>), RequestError> {
+    body: &[u8],
+) -> Result<Outgoing, RequestError> {
     let Some(s) = ctx.scrubber else {
-        return Ok((body, None));
+        return Ok(Outgoing::default());
     };
     let content_type = head.header_str("content-type");
     if body.is_empty()
@@ -303,62 +396,94 @@ pub fn scrub(
     {
         return Err(RequestError::EmptyBody);
     }
+    let path = match s.scrub_path(head.path())? {
+        Some((p, n)) => {
+            ctx.fields_hashed += n;
+            Some(p)
+        }
+        None => None,
+    };
     // The body is decoded by now ([`decode`]): identity for the scrubber.
-    let scrubbed = s.scrub_body(content_type, None, &body)?;
+    let scrubbed = s.scrub_body(content_type, None, body)?;
     ctx.fields_hashed += scrubbed.fields_hashed;
     ctx.findings.extend(scrubbed.findings);
     let query = match head.query() {
-        Some(q) => s.scrub_query_guarded(q, &mut ctx.findings)?,
+        Some(q) => {
+            let (q, n) = s.scrub_query_guarded(q, &mut ctx.findings)?;
+            ctx.fields_hashed += n;
+            q
+        }
         None => None,
     };
-    Ok((scrubbed.body, query))
+    Ok(Outgoing {
+        body: Some(scrubbed.body),
+        path,
+        query,
+    })
 }
 
-/// Phase 3b, after scrubbing: the body the upstream gets. For a compressed request on a route
-/// with `forward_encoding = "same"`, the scrubbed body encoded again with the request's
-/// coding (on a route without a PII policy, the bytes exactly as sent); otherwise the
-/// scrubbed body as it is. Refuses 500 `internal_error` only if the encoder fails (it writes
+/// What [`scrub`] changed in the forwarded request; each `None` is forwarded as sent.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// The scrubbed body.
+    pub body: Option<Vec<u8>>,
+    /// The path with its `path_params` segments hashed.
+    pub path: Option<String>,
+    /// The scrubbed (and guarded) query.
+    pub query: Option<String>,
+}
+
+/// Phase 5, after scrubbing: the body the upstream gets: `scrubbed` (None: no PII policy,
+/// the decoded body). For a compressed request on a route with `forward_encoding = "same"`,
+/// that body encoded again with the request's coding (on a route without a PII policy, the
+/// bytes exactly as sent). Refuses 500 `internal_error` only if the encoder fails (it writes
 /// to memory, so it should not).
-pub fn encode_forward(
+pub fn encode_forward<'a>(
     ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
     route: &Route,
-    body: coding::Body,
-    scrubbed: Vec<u8>,
-) -> Result<Vec<u8>, RequestError> {
+    body: &'a coding::Body,
+    scrubbed: Option<&'a [u8]>,
+) -> Result<Cow<'a, [u8]>, RequestError> {
+    let plain = scrubbed.unwrap_or(body.decoded());
     let Some(c) = ctx.coding.request else {
-        return Ok(scrubbed);
+        return Ok(Cow::Borrowed(plain));
     };
     if view.snap.config.routes[route.index].forward_encoding != ForwardEncoding::Same {
-        return Ok(scrubbed);
+        return Ok(Cow::Borrowed(plain));
     }
     ctx.coding.forwarded = Some(c);
-    if ctx.scrubber.is_none() {
-        return Ok(body.wire);
+    if scrubbed.is_none() {
+        return Ok(Cow::Borrowed(&body.wire));
     }
-    coding::encode(c, &scrubbed).map_err(|e| {
+    coding::encode(c, plain).map(Cow::Owned).map_err(|e| {
         tracing::warn!(coding = %c, error = %e, "re-encoding the scrubbed body failed");
         RequestError::Internal
     })
 }
 
-/// Phase 4: encodes the upstream request: the method and path, the scrubbed query, the
+/// Phase 6: encodes the upstream request: the method, the (scrubbed) path and query, the
 /// upstream's `Host`, the end-to-end headers (PII headers hashed; hop-by-hop, framing and
-/// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`, then the
-/// body with its Content-Length. Refuses 422 `pii_detected` when a `reject` detector of the
-/// egress guard fires on a forwarded header.
+/// relay's own headers dropped), `X-Forwarded-For`, `X-Request-Id`, `X-Relay-Key-Id`,
+/// `X-Relay-Policy` (route with a PII policy), then `body` (as forwarded) with its
+/// Content-Length. Refuses 422 `pii_detected` when a `reject` detector of the egress guard
+/// fires on a forwarded header.
 pub fn build_upstream_request(
     ctx: &mut RequestCtx<'_>,
     view: &WorkerView,
     route: &Route,
     head: &RequestHead,
     body: &[u8],
-    query: Option<&str>,
+    out: &Outgoing,
 ) -> Result<Vec<u8>, RequestError> {
     let upstream = &view.upstreams[route.upstream];
     let mut req = Vec::with_capacity(head.head_len() + body.len() + 256);
-    let mut enc =
-        RequestHeadEncoder::new(&mut req, head.method(), head.path(), query.or(head.query()));
+    let mut enc = RequestHeadEncoder::new(
+        &mut req,
+        head.method(),
+        out.path.as_deref().unwrap_or(head.path()),
+        out.query.as_deref().or(head.query()),
+    );
     enc.header("Host", upstream.shared.host_header.as_bytes());
     let tokens = connection_tokens(head.headers());
     let mut xff: Option<&[u8]> = None;
@@ -368,6 +493,7 @@ pub fn build_upstream_request(
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("x-relay-key-id")
+            || name.eq_ignore_ascii_case("x-relay-policy")
             || name.eq_ignore_ascii_case("x-request-id")
             || (ctx.coding.request.is_some() && name.eq_ignore_ascii_case("content-encoding"))
             || ctx
@@ -406,6 +532,12 @@ pub fn build_upstream_request(
     if let Some(k) = ctx.scrubber.and_then(|s| s.key_id()) {
         enc.header("X-Relay-Key-Id", k.as_bytes());
     }
+    if let (Some(s), Some(name)) = (ctx.scrubber, route.pii.as_deref()) {
+        enc.header(
+            "X-Relay-Policy",
+            policy_label(name, s.policy_digest()).as_bytes(),
+        );
+    }
     let bodyless_method = matches!(
         head.method(),
         "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
@@ -416,7 +548,84 @@ pub fn build_upstream_request(
     Ok(req)
 }
 
-/// Phase 5: sends the request to the route's upstream and reads its whole response. Refuses
+/// Findings kept in a quarantine record's headers; more are counted but not listed.
+pub const MAX_QUARANTINE_FINDINGS: usize = 64;
+
+/// The policy's `quarantine_topic` when this request has `report` findings to publish.
+fn quarantine_topic<'a>(ctx: &RequestCtx<'a>) -> Option<&'a str> {
+    let s = ctx.scrubber?;
+    let topic = s.quarantine_topic()?;
+    ctx.findings
+        .iter()
+        .any(|f| f.action == GuardAction::Report)
+        .then_some(topic)
+}
+
+/// The quarantine record of this request (built before the original is moved to Kafka): the
+/// body as forwarded, the receipt, and each `report` finding's detector and place as headers
+/// (the first [`MAX_QUARANTINE_FINDINGS`]). `None` without `report` findings, without a
+/// `quarantine_topic` or without `[kafka]`.
+fn quarantine_record(
+    ctx: &RequestCtx<'_>,
+    worker: &Worker,
+    route: &Route,
+    head: &RequestHead,
+    forwarded: &[u8],
+    receipt: &Option<Receipt>,
+) -> Option<OriginalRecord> {
+    let topic = quarantine_topic(ctx)?;
+    worker.kafka.as_ref()?;
+    let mut rec = base_record(ctx, route, head, topic.into(), forwarded.to_vec());
+    rec.content_encoding = ctx.coding.forwarded;
+    if let Some(r) = receipt {
+        rec.policy = Some(r.policy.clone());
+        rec.scrubbed_sha256 = Some(r.scrubbed_sha256.clone());
+        rec.pii_count = Some(r.pii_count.to_string());
+    }
+    rec.guard_findings = ctx
+        .findings
+        .iter()
+        .filter(|f| f.action == GuardAction::Report)
+        .take(MAX_QUARANTINE_FINDINGS)
+        .map(|f| (f.detector.clone(), f.place.clone()))
+        .collect();
+    Some(rec)
+}
+
+/// Phase 6, after the original was accepted by the Kafka path: queues the quarantine record
+/// in `memory` mode. Never refuses and never waits: a full queue, a record too large for the
+/// producer or a failed delivery (a missing topic, Kafka down) is counted in
+/// `relay_guard_quarantine_failed_total{policy}` and the request goes on; the original is not
+/// affected.
+pub fn quarantine(worker: &Worker, view: &WorkerView, route: &Route, rec: OriginalRecord) {
+    let Some(kafka) = &worker.kafka else {
+        return;
+    };
+    let Some(failed) = route
+        .pii
+        .as_ref()
+        .and_then(|p| view.snap.guard_metrics.get(p))
+        .map(|m| m.quarantine_failed.clone())
+    else {
+        return;
+    };
+    let w = worker.index;
+    if crate::delivery::check_record_fits(kafka, &rec).is_err() {
+        failed.inc(w);
+        return;
+    }
+    let on_failure = failed.clone();
+    let done = Done::Quarantine(Box::new(move |r| {
+        if r.is_err() {
+            on_failure.inc(w);
+        }
+    }));
+    if kafka.try_send_with(rec, done).is_err() {
+        failed.inc(w);
+    }
+}
+
+/// Phase 7: sends the request to the route's upstream and reads its whole response. Refuses
 /// 502 (unreachable, reset, bad response, TLS), 503 `upstream_busy`, 504 (timeouts).
 pub async fn exchange(
     view: &WorkerView,
@@ -430,7 +639,7 @@ pub async fn exchange(
         .map_err(RequestError::from)
 }
 
-/// Phase 6: appends the relayed response to `out`: the upstream's status and end-to-end
+/// Phase 8: appends the relayed response to `out`: the upstream's status and end-to-end
 /// headers and its body unchanged; framing (`Content-Length`) and `Connection` relay's own.
 /// A 204 or 304 carries neither a body nor a Content-Length; a response to HEAD keeps the
 /// upstream's Content-Length.
@@ -460,8 +669,8 @@ pub struct Exchanged {
     pub started: Instant,
 }
 
-/// Phase 7, after the response was written: the route's metrics and, when sampled, one access
-/// log line. Refuses nothing.
+/// Phase 9, after the response was written: the route's and the egress guard's metrics and,
+/// when sampled, one access log line. Refuses nothing.
 pub fn log(
     worker: &Worker,
     view: &WorkerView,
@@ -494,5 +703,21 @@ pub fn log(
         m.bytes_in.add(w, x.bytes_in);
         m.bytes_out.add(w, x.bytes_out);
         m.pii_hashed.add(w, handled.ctx.fields_hashed);
+        if let Some(g) = route
+            .pii
+            .as_ref()
+            .and_then(|p| view.snap.guard_metrics.get(p))
+        {
+            for f in &handled.ctx.findings {
+                if let Some(c) = g.detector(&f.detector) {
+                    c.of(f.action).inc(w);
+                }
+            }
+            if let Err(RequestError::Scrub(e)) = &handled.result {
+                if let Some(c) = e.detector.as_deref().and_then(|d| g.detector(d)) {
+                    c.of(GuardAction::Reject).inc(w);
+                }
+            }
+        }
     }
 }

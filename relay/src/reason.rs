@@ -91,6 +91,8 @@ reasons! {
     UnsupportedContentEncoding => "unsupported_content_encoding",
     /// 400: a zero-length JSON body.
     EmptyBody => "empty_body",
+    /// 400: the path matches a `path_params` pattern only once normalised.
+    AmbiguousPath => "ambiguous_path",
     /// 422: the egress guard found PII it must not forward.
     PiiDetected => "pii_detected",
     /// 503: the Kafka queue is full.

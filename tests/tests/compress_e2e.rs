@@ -14,6 +14,7 @@ use std::time::Duration;
 use flate2::{Compression, GzBuilder};
 use relay_e2e::broker::{read_topic, Tansu};
 use relay_e2e::{Behavior, Client, Relay, Response, StubUpstream};
+use sha2::{Digest, Sha256};
 
 const TOPIC: &str = "compressed-originals";
 const KEY: &str = "e2e-pii-key-0123456789abcdef-0123456789abcdef";
@@ -336,6 +337,7 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
     assert_eq!(s.up.requests().pop().unwrap().body, want, "chunked + gzip");
 
     // forward_encoding = "same": the upstream gets the scrubbed JSON encoded again.
+    let mut same_sent = Vec::new();
     for (id, coding, wire) in [("same-gz", "gzip", gzip(b)), ("same-zst", "zstd", zstd(b))] {
         let r = send(a, "/v1/same", &(rid(id) + &ce(coding)), &wire);
         assert_eq!(r.status, 200, "{id}");
@@ -354,6 +356,7 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
             got.body, wire,
             "{id}: the PII-bearing original is not forwarded"
         );
+        same_sent.push((id, got.body));
     }
 
     // A refused body is neither forwarded nor published.
@@ -394,6 +397,23 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
             g.key.as_ref(),
             Some(&key),
             "{id}: key from the decoded body"
+        );
+    }
+    // Receipts: the digest of exactly the bytes the upstream received (decoded JSON, or the
+    // re-encoded body with `same`).
+    let sha = |b: &[u8]| format!("{:x}", Sha256::digest(b));
+    for (id, _, _, _) in &cases {
+        assert_eq!(
+            by_id(id).header("relay-scrubbed-sha256"),
+            Some(sha(&want).as_bytes()),
+            "{id}"
+        );
+    }
+    for (id, sent) in &same_sent {
+        assert_eq!(
+            by_id(id).header("relay-scrubbed-sha256"),
+            Some(sha(sent).as_bytes()),
+            "{id}"
         );
     }
     assert_eq!(by_id("chunked").payload, chunked_wire);

@@ -125,14 +125,6 @@ impl Body {
     pub fn decoded(&self) -> &[u8] {
         self.decoded.as_deref().unwrap_or(&self.wire)
     }
-
-    /// Takes [`Body::decoded`] out (for scrubbing); a compressed body keeps its wire bytes.
-    pub fn take_decoded(&mut self) -> Vec<u8> {
-        match self.decoded.take() {
-            Some(d) => d,
-            None => std::mem::take(&mut self.wire),
-        }
-    }
 }
 
 /// Why a body's coding was refused. Client faults all; the status is chosen in
