@@ -369,8 +369,14 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
     );
     assert_error(&r, 400, "invalid_encoding");
     assert_eq!(s.up.count(), before);
+    // A body that decodes but does not scrub: refused by the policy, not forwarded, and (like
+    // every request the policy refuses) its original is published, as sent, without a receipt.
+    let bad_json = gzip(b"{\"user_id\":\"alice-5f1e\",oops}");
+    let r = send(a, "/v1/logs", &(rid("badjson") + &ce("gzip")), &bad_json);
+    assert_error(&r, 400, "invalid_json");
+    assert_eq!(s.up.count(), before);
 
-    let total = 1 + cases.len() + 1 + 2;
+    let total = 1 + cases.len() + 1 + 2 + 1;
     let got = read_topic(&broker.bootstrap(), TOPIC, total, LONG);
     assert_eq!(got.len(), total, "Kafka holds every accepted request, once");
     let by_id = |id: &str| {
@@ -417,6 +423,10 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
         );
     }
     assert_eq!(by_id("chunked").payload, chunked_wire);
+    let g = by_id("badjson");
+    assert_eq!(g.payload, bad_json);
+    assert_eq!(g.header("content-encoding"), Some(&b"gzip"[..]));
+    assert_eq!(g.header("relay-scrubbed-sha256"), None);
     assert_eq!(
         by_id("same-zst").header("content-encoding"),
         Some(&b"zstd"[..])
@@ -428,7 +438,12 @@ fn each_coding_round_trips_to_kafka_and_upstream(engine: &str) {
     let decoded = s
         .relay
         .metric(r#"relay_request_decoded_bytes_total{route="logs",coding="gzip"}"#);
-    assert_eq!(decoded, (3 * BODY.len()) as f64, "gz + xgz + chunked");
+    let bad_json_len = br#"{"user_id":"alice-5f1e",oops}"#.len();
+    assert_eq!(
+        decoded,
+        (3 * BODY.len() + bad_json_len) as f64,
+        "gz + xgz + chunked + badjson (decoded, then refused by the policy)"
+    );
     assert_eq!(
         s.relay.metric(
             r#"relay_request_decode_refusals_total{route="logs",reason="invalid_encoding"}"#
