@@ -10,7 +10,7 @@
 //!   is refused like an unknown coding (415, with the supported ones named).
 //! - Limits ([`Limits`]): the decoded body may hold at most `max_decoded_bytes`, and at most
 //!   `max_expansion_ratio` times the encoded length; both are folded into one byte cap before
-//!   decoding starts and checked in one place ([`Sink`]), as output is produced. The output
+//!   decoding starts and checked in one place (`Sink`), as output is produced. The output
 //!   grows by doubling up to the cap + 1 byte, never to a size the stream announces (a zstd
 //!   frame's content size is not trusted), so a bomb costs at most the cap.
 //! - A stream that ends early is `Truncated`, one that does not parse (or has bytes after its
