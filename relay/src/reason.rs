@@ -67,6 +67,8 @@ reasons! {
     ConflictingFraming => "conflicting_framing",
     /// 400: `Content-Length` values that differ.
     ConflictingContentLength => "conflicting_content_length",
+    /// 400: more than one `Content-Type`.
+    ConflictingContentType => "conflicting_content_type",
     /// 400: a `Content-Length` that is not a number.
     InvalidContentLength => "invalid_content_length",
     /// 400 (501 semantics): a transfer coding other than chunked.
