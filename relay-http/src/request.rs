@@ -162,6 +162,7 @@ impl RequestHead {
         let mut conn_keep_alive = false;
         let mut expect: Option<String> = None;
         let mut hosts = 0;
+        let mut content_types = 0;
         for i in 0..self.headers.len() {
             let (name, value) = self.header_at(i);
             if name.eq_ignore_ascii_case("host") {
@@ -198,7 +199,17 @@ impl RequestHead {
                 }
             } else if name.eq_ignore_ascii_case("expect") {
                 expect = Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase());
+            } else if name.eq_ignore_ascii_case("content-type") {
+                content_types += 1;
             }
+        }
+        // A singleton field (RFC 9110 §8.3): relay would read the first while the upstream
+        // may read another, and judge the body as a different media type.
+        if content_types > 1 {
+            return Err(HttpError::invalid(
+                "conflicting_content_type",
+                "the request has more than one Content-Type; send exactly one",
+            ));
         }
         if hosts > 1 {
             return Err(HttpError::invalid(
@@ -365,6 +376,7 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", "conflicting_framing"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "conflicting_content_length"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "conflicting_content_length"),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\ncontent-type: text/plain\r\nContent-Length: 2\r\n\r\n", "conflicting_content_type"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", "invalid_content_length"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n", "invalid_content_length"),
             ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", "invalid_content_length"),

@@ -407,10 +407,15 @@ fn corpora_pass_the_fuzz_checks() {
     let mut files = 0;
     for target in ["request_head", "body_decoder", "response"] {
         let dir = corpus_dir().join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
+        // The corpus is committed: a missing or empty folder is a broken checkout, not a pass.
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: cannot read the corpus ({e})", dir.display()));
         let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        assert!(
+            !paths.is_empty(),
+            "{}: the corpus is empty; restore it from git",
+            dir.display()
+        );
         paths.sort();
         for p in paths {
             let bytes = std::fs::read(&p).unwrap();

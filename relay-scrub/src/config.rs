@@ -53,10 +53,7 @@ const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
         "content-type",
         "relay reads it to choose JSON or NDJSON scrubbing",
     ),
-    (
-        "content-encoding",
-        "relay refuses encoded bodies and must read it",
-    ),
+    ("content-encoding", "relay decodes the body by it"),
     ("expect", "relay answers 100-continue itself"),
     ("upgrade", "it is hop-by-hop and never forwarded"),
     ("te", "it is hop-by-hop and never forwarded"),
@@ -72,6 +69,10 @@ const UNHASHABLE_HEADERS: &[(&str, &str)] = &[
     (
         "x-relay-key-id",
         "relay sets it to the id of the key that made the pseudonyms",
+    ),
+    (
+        "x-relay-policy",
+        "relay sets it to the policy name and the hash of its rules (the sanitization receipt)",
     ),
 ];
 

@@ -10,7 +10,8 @@
 pub struct ScrubError {
     /// Machine-readable reason, snake_case: `invalid_json`, `invalid_utf8`, `too_deep`,
     /// `empty_body`, `unsupported_media_type` (also for a charset other than UTF-8),
-    /// `unsupported_content_encoding`, `pii_detected` (the egress guard).
+    /// `unsupported_content_encoding`, `pii_detected` (the egress guard), `ambiguous_path` (a
+    /// path that matches a `path_params` pattern only once normalised).
     pub code: &'static str,
     /// HTTP status: 400, 415 for the media type (or charset) and the content coding, 422 for
     /// `pii_detected`.

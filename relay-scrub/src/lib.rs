@@ -59,6 +59,17 @@ use matcher::Matcher;
 use simd::{Halt, SimdWalk};
 use walker::{Stop, Walker};
 
+/// Whether `path_params` pattern `pattern` can match some request path of a route whose `path`
+/// is `route_path` (`prefix`: `match = "prefix"`, else exact). `Err` says why the pattern is
+/// invalid. For `relay check`, which refuses a pattern no route of its policy can reach.
+pub fn path_pattern_reachable(
+    pattern: &str,
+    route_path: &str,
+    prefix: bool,
+) -> Result<bool, String> {
+    Ok(path::PathPattern::parse(pattern)?.reachable_from(route_path, prefix))
+}
+
 /// Which engine walks a body. All give the same output and the same refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
@@ -245,12 +256,24 @@ impl Scrubber {
 
     /// The request path (from its `/`, without the query) as forwarded: the `{name}` segments of
     /// the first matching `path_params` pattern replaced by their pseudonyms, and how many were
-    /// hashed; `None` when no pattern matches (forward the path as sent).
-    pub fn scrub_path(&self, path: &str) -> Option<(String, u64)> {
+    /// hashed; `Ok(None)` when no pattern matches (forward the path as sent). 400
+    /// `ambiguous_path` when the path matches a pattern only once normalised (empty or dot
+    /// segments, encoded slashes, backslashes, another letter case; see `path`): forward nothing.
+    pub fn scrub_path(&self, path: &str) -> Result<Option<(String, u64)>, ScrubError> {
         if self.path_params.is_empty() {
-            return None;
+            return Ok(None);
         }
-        path::scrub_path(path, &self.path_params, &self.hasher)
+        path::scrub_path(path, &self.path_params, &self.hasher).map_err(|r| {
+            ScrubError::bad_request(
+                "ambiguous_path",
+                format!(
+                    "the path matches the PII path pattern {:?} only once normalised (empty or \
+                     dot segments, an encoded slash, a backslash or another letter case), so \
+                     its PII segments cannot be located; send the path in its plain form",
+                    r.pattern
+                ),
+            )
+        })
     }
 
     /// Scrubs a body. Errors (400, 415 for media type/charset/coding, 422 `pii_detected` from
@@ -431,16 +454,20 @@ impl Scrubber {
         )
     }
 
-    /// The request's query as forwarded: PII parameters hashed ([`Scrubber::scrub_query`]),
-    /// then the egress guard ([`Scrubber::guard_query`]). `Ok(None)` when nothing changed.
+    /// The request's query as forwarded: PII parameters hashed
+    /// ([`Scrubber::scrub_query_counted`]), then the egress guard ([`Scrubber::guard_query`]),
+    /// and how many PII parameters were hashed. `Ok((None, 0))` when nothing changed.
     pub fn scrub_query_guarded(
         &self,
         query: &str,
         findings: &mut Vec<Finding>,
-    ) -> Result<Option<String>, ScrubError> {
-        let scrubbed = self.scrub_query(query);
+    ) -> Result<(Option<String>, u64), ScrubError> {
+        let (scrubbed, n) = match self.scrub_query_counted(query) {
+            Some((q, n)) => (Some(q), n),
+            None => (None, 0),
+        };
         let guarded = self.guard_query(scrubbed.as_deref().unwrap_or(query), findings)?;
-        Ok(guarded.or(scrubbed))
+        Ok((guarded.or(scrubbed), n))
     }
 
     /// The egress guard over a (scrubbed) query string: `Ok(None)` when nothing changed,

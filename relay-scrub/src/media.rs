@@ -7,7 +7,9 @@
 //!   get scrubbed, never passed through).
 //! - A `charset` parameter other than UTF-8 is refused (415 `unsupported_media_type`).
 //! - Any `Content-Encoding` other than `identity` is refused (415 `unsupported_content_encoding`,
-//!   RFC 9110 §15.5.16): relay cannot see PII inside a compressed body, so it never forwards one.
+//!   RFC 9110 §15.5.16): the scrubber cannot see PII inside a compressed body. relay decodes
+//!   gzip, deflate and zstd bodies itself before scrubbing (`relay::coding`) and passes the
+//!   decoded body as identity.
 
 use crate::error::ScrubError;
 

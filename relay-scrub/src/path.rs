@@ -7,6 +7,12 @@
 //! empty. The first matching pattern applies. A segment is hashed as its percent-decoded bytes
 //! (`%40` is `@`; `+` stays `+`, as RFC 3986 paths have no form encoding), so `/users/a%40b/x`
 //! and `"user_id": "a@b"` give the same pseudonym. The query string is not part of the path.
+//!
+//! A path that matches no pattern as sent, but would match one once normalised the way many
+//! upstream servers normalise (percent-decoded, `\` as `/`, empty and `.` segments dropped,
+//! `..` resolved, literals compared without ASCII case: `/users/u-1//events`,
+//! `/users/u-1/events/`, `/Users/u-1/events`, `/users%2Fu-1/events`), is refused
+//! ([`PathRefused`]): its PII segment could reach the upstream's handler unhashed.
 
 use crate::hashing::Hasher;
 
@@ -23,6 +29,15 @@ enum Seg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PathPattern {
     segs: Vec<Seg>,
+    /// The pattern as configured (for messages).
+    text: String,
+}
+
+/// A path refused because it matches `pattern` only once normalised (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathRefused {
+    /// The pattern as configured.
+    pub(crate) pattern: String,
 }
 
 impl PathPattern {
@@ -60,7 +75,47 @@ impl PathPattern {
                 "{p:?} names no {{parameter}}, so it would hash nothing; {usage}"
             ));
         }
-        Ok(PathPattern { segs })
+        Ok(PathPattern {
+            segs,
+            text: p.to_string(),
+        })
+    }
+
+    /// Whether some request path that a route with `route_path` (`prefix`: any path starting
+    /// with it; else exactly it) takes can match this pattern.
+    pub(crate) fn reachable_from(&self, route_path: &str, prefix: bool) -> bool {
+        if !prefix {
+            return self.matches(route_path.as_bytes());
+        }
+        let Some(rest) = route_path.strip_prefix('/') else {
+            return false;
+        };
+        let parts: Vec<&[u8]> = rest.as_bytes().split(|&b| b == b'/').collect();
+        let Some((last, whole)) = parts.split_last() else {
+            return false;
+        };
+        if whole.len() >= self.segs.len() {
+            return false;
+        }
+        let fits = |seg: &Seg, s: &[u8], partial: bool| match seg {
+            Seg::Literal(l) if partial => l.starts_with(s),
+            Seg::Literal(l) => **l == *s,
+            Seg::Param => partial || !s.is_empty(),
+        };
+        whole
+            .iter()
+            .zip(&self.segs)
+            .all(|(s, seg)| fits(seg, s, false))
+            && fits(&self.segs[whole.len()], last, true)
+    }
+
+    /// Whether the normalised segments `norm` match (literals without ASCII case).
+    fn loosely_matches(&self, norm: &[Vec<u8>]) -> bool {
+        norm.len() == self.segs.len()
+            && norm.iter().zip(&self.segs).all(|(s, seg)| match seg {
+                Seg::Literal(l) => l.eq_ignore_ascii_case(s),
+                Seg::Param => !s.is_empty(),
+            })
     }
 
     /// Whether `path` (from its leading `/`, without the query) matches.
@@ -101,15 +156,42 @@ fn percent_decode_into(s: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// `path` as an upstream server that normalises would see it: percent-decoded, `\` read as
+/// `/`, empty and `.` segments dropped, `..` removing the segment before it.
+fn normalise(path: &[u8]) -> Vec<Vec<u8>> {
+    let mut decoded = Vec::with_capacity(path.len());
+    percent_decode_into(path, &mut decoded);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for s in decoded.split(|&b| b == b'/' || b == b'\\') {
+        match s {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s.to_vec()),
+        }
+    }
+    out
+}
+
 /// The path with the parameter segments of the first matching pattern hashed, and how many were
-/// hashed; `None` when no pattern matches.
+/// hashed; `Ok(None)` when no pattern matches, even once normalised; [`PathRefused`] when only
+/// the normalised path matches.
 pub(crate) fn scrub_path(
     path: &str,
     patterns: &[PathPattern],
     hasher: &Hasher,
-) -> Option<(String, u64)> {
+) -> Result<Option<(String, u64)>, PathRefused> {
     let p = path.as_bytes();
-    let pat = patterns.iter().find(|pat| pat.matches(p))?;
+    let Some(pat) = patterns.iter().find(|pat| pat.matches(p)) else {
+        let norm = normalise(p);
+        return match patterns.iter().find(|pat| pat.loosely_matches(&norm)) {
+            Some(pat) => Err(PathRefused {
+                pattern: pat.text.clone(),
+            }),
+            None => Ok(None),
+        };
+    };
     let mut out = Vec::with_capacity(p.len() + 64 * pat.segs.len());
     let mut buf = Vec::new();
     let mut hashed = 0;
@@ -125,7 +207,7 @@ pub(crate) fn scrub_path(
         }
     }
     // Pseudonyms are hex and every other byte came from `path`.
-    String::from_utf8(out).ok().map(|s| (s, hashed))
+    Ok(String::from_utf8(out).ok().map(|s| (s, hashed)))
 }
 
 #[cfg(test)]
@@ -140,26 +222,71 @@ mod tests {
     fn hashes_only_matching_parameter_segments() {
         let h = Hasher::Sha256;
         let p = pats(&["/users/{user_id}/events", "/d/{device_id}/{order_no}"]);
-        let (out, n) = scrub_path("/users/u-1/events", &p, &h).unwrap();
+        let (out, n) = scrub_path("/users/u-1/events", &p, &h).unwrap().unwrap();
         assert_eq!((out, n), (format!("/users/{}/events", h.hex(b"u-1")), 1));
-        let (out, n) = scrub_path("/d/a%40b/7", &p, &h).unwrap();
+        let (out, n) = scrub_path("/d/a%40b/7", &p, &h).unwrap().unwrap();
         assert_eq!(out, format!("/d/{}/{}", h.hex(b"a@b"), h.hex(b"7")));
         assert_eq!(n, 2);
         for miss in [
             "/users/u-1",
             "/users/u-1/events/x",
             "/users//events",
-            "/Users/u-1/events",
-            "/users/u-1/events/",
-            "users/u-1/events",
             "/",
             "",
         ] {
-            assert_eq!(scrub_path(miss, &p, &h), None, "{miss}");
+            assert_eq!(scrub_path(miss, &p, &h), Ok(None), "{miss}");
         }
-        // `+` is not a space in a path; a malformed escape is hashed as written.
-        let (out, _) = scrub_path("/users/a+b%4/events", &p, &h).unwrap();
+        // `+` is not a space in a path; a malformed escape is hashed as written; an encoded
+        // slash inside a parameter segment is part of its value.
+        let (out, _) = scrub_path("/users/a+b%4/events", &p, &h).unwrap().unwrap();
         assert_eq!(out, format!("/users/{}/events", h.hex(b"a+b%4")));
+        let (out, _) = scrub_path("/users/a%2Fb/events", &p, &h).unwrap().unwrap();
+        assert_eq!(out, format!("/users/{}/events", h.hex(b"a/b")));
+    }
+
+    #[test]
+    fn paths_that_match_only_once_normalised_are_refused() {
+        let h = Hasher::Sha256;
+        let p = pats(&["/users/{user_id}/events"]);
+        for hostile in [
+            "/users/u-1//events",
+            "//users/u-1/events",
+            "/users/u-1/events/",
+            "/Users/u-1/EVENTS",
+            "/users%2Fu-1/events",
+            "/users%2fu-1%2Fevents",
+            "/users/u-1/./events",
+            "/users/x/../u-1/events",
+            "/users\\u-1/events",
+        ] {
+            assert_eq!(
+                scrub_path(hostile, &p, &h),
+                Err(PathRefused {
+                    pattern: "/users/{user_id}/events".into()
+                }),
+                "{hostile}"
+            );
+        }
+        assert_eq!(scrub_path("/users/u-1/other", &p, &h), Ok(None));
+    }
+
+    #[test]
+    fn reachability_from_a_route() {
+        let p = PathPattern::parse("/users/{user_id}/events").unwrap();
+        for (route, prefix, want) in [
+            ("/users/me/events", false, true),
+            ("/v1/logs", false, false),
+            ("/users/", true, true),
+            ("/us", true, true),
+            ("/", true, true),
+            ("/users/x/", true, true),
+            ("/users/x/ev", true, true),
+            ("/users/x/events/", true, false),
+            ("/v1/", true, false),
+            ("/users/x/other", true, false),
+        ] {
+            assert_eq!(p.reachable_from(route, prefix), want, "{route} {prefix}");
+        }
     }
 
     #[test]

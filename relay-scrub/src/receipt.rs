@@ -26,13 +26,18 @@ pub struct Receipt {
     pub pii_count: u64,
 }
 
+/// The `relay-policy` / `X-Relay-Policy` value: `NAME:DIGEST`.
+pub fn policy_label(name: &str, digest: &str) -> String {
+    format!("{name}:{digest}")
+}
+
 impl Receipt {
     /// The receipt of `forwarded` under policy `name` whose rules hash is `digest`.
     pub fn new(name: &str, digest: &str, forwarded: &[u8], pii_count: u64) -> Receipt {
         let mut hex = Vec::with_capacity(64);
         hex_encode_into(&Sha256::digest(forwarded), &mut hex);
         Receipt {
-            policy: format!("{name}:{digest}"),
+            policy: policy_label(name, digest),
             scrubbed_sha256: String::from_utf8(hex).unwrap_or_default(),
             pii_count,
         }

@@ -464,16 +464,30 @@ fn path_params_hash_matching_segments_and_only_when_configured() {
     let u = Hasher::Sha256.hex(b"alice@example.com");
     assert_eq!(
         s.scrub_path("/v1/users/alice%40example.com/events"),
-        Some((format!("/v1/users/{u}/events"), 1))
+        Ok(Some((format!("/v1/users/{u}/events"), 1)))
     );
     assert_eq!(
         s.scrub_path("/v1/devices/d-9"),
-        Some((format!("/v1/devices/{}", Hasher::Sha256.hex(b"d-9")), 1))
+        Ok(Some((
+            format!("/v1/devices/{}", Hasher::Sha256.hex(b"d-9")),
+            1
+        )))
     );
-    assert_eq!(s.scrub_path("/v1/users/alice/other"), None);
+    assert_eq!(s.scrub_path("/v1/users/alice/other"), Ok(None));
+    let e = s.scrub_path("/v1/users/alice/events/").unwrap_err();
+    assert_eq!((e.status, e.code), (400, "ambiguous_path"));
+    assert!(
+        e.message.contains("\"/v1/users/{user_id}/events\""),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("alice"), "{}", e.message);
     // Off: the same path passes unchanged.
     let off = policy_with(|_| {});
-    assert_eq!(off.scrub_path("/v1/users/alice%40example.com/events"), None);
+    assert_eq!(
+        off.scrub_path("/v1/users/alice%40example.com/events"),
+        Ok(None)
+    );
     // The rules are part of the policy digest.
     assert_ne!(s.policy_digest(), off.policy_digest());
     // `relay check`: a pattern that cannot apply is named.

@@ -79,7 +79,7 @@ impl App {
         let metrics = Metrics::new(plan.count);
         *metrics.io_engine.lock().unwrap_or_else(|p| p.into_inner()) = engine.engine.to_string();
         let file_bytes = std::fs::read(config_path).unwrap_or_default();
-        let snapshot = Snapshot::build(config.clone(), &file_bytes, &metrics)?;
+        let snapshot = Snapshot::build(config.clone(), &file_bytes, &metrics, None)?;
         *metrics
             .config_hash
             .lock()
@@ -397,7 +397,7 @@ fn load_sampler(
 /// Settings that need a restart are reported and keep their running values.
 pub fn reload(hub: &ConfigHub, metrics: &Metrics) -> Result<String, String> {
     let old = hub.current();
-    match Snapshot::load(&hub.path, metrics) {
+    match Snapshot::load(&hub.path, metrics, Some(&old)) {
         Ok(new) => {
             let mut restart = Vec::new();
             let (o, n) = (&old.config, &new.config);

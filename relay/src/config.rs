@@ -160,6 +160,13 @@ impl Config {
         }
         for (name, policy) in &self.pii {
             crate::scrub::validate_policy(policy, &format!("pii.{name}"), p);
+            self.check_path_params_reach(name, policy, p);
+            if policy.guard.quarantine_topic.is_some() && self.kafka.is_none() {
+                p.push(
+                    format!("pii.{name}.guard.quarantine_topic"),
+                    "a quarantine topic needs a [kafka] section with the brokers; add one or remove quarantine_topic",
+                );
+            }
         }
         if let Some(k) = &self.kafka {
             k.validate("kafka", p);
@@ -268,6 +275,51 @@ impl Config {
                     format!(
                         "no upstream named {:?}; define it under [[upstreams]] or fix the name",
                         s.upstream
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Each `path_params` pattern of policy `name` must be able to match a path of a route that
+    /// uses the policy: otherwise it hashes nothing and PII in paths goes out unhashed. A policy
+    /// no route uses is not checked (it applies nowhere).
+    fn check_path_params_reach(&self, name: &str, policy: &PiiPolicyConfig, p: &mut Problems) {
+        let routes: Vec<&RouteConfig> = self
+            .routes
+            .iter()
+            .filter(|r| r.pii.as_deref() == Some(name))
+            .collect();
+        if routes.is_empty() {
+            return;
+        }
+        for (i, pat) in policy.path_params.iter().enumerate() {
+            let reach = routes.iter().any(|r| {
+                crate::scrub::path_pattern_reachable(
+                    pat,
+                    &r.path,
+                    r.path_mode() == PathMatch::Prefix,
+                )
+                .unwrap_or(true)
+            });
+            if !reach {
+                let list: Vec<String> = routes
+                    .iter()
+                    .map(|r| {
+                        let m = match r.path_mode() {
+                            PathMatch::Prefix => "prefix",
+                            PathMatch::Exact => "exact",
+                        };
+                        format!("{} ({m} {:?})", r.name, r.path)
+                    })
+                    .collect();
+                p.push(
+                    format!("pii.{name}.path_params[{i}]"),
+                    format!(
+                        "the pattern {pat:?} matches no path of the routes that use this policy \
+                         ({}), so it would hash nothing; write it for one of their paths or \
+                         remove it",
+                        list.join(", ")
                     ),
                 );
             }

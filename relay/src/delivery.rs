@@ -41,9 +41,19 @@ pub fn kafka_record_bytes(rec: &OriginalRecord) -> usize {
         + rec.key.as_ref().map_or(0, Vec::len)
         + rec.route.len()
         + rec.request_id.len()
-        + rec.content_type.as_ref().map_or(0, String::len)
-        + rec.key_id.as_ref().map_or(0, String::len)
+        + rec.headers().map(|(n, v)| n.len() + v.len()).sum::<usize>()
         + 200
+}
+
+/// `Err(limit)` when `rec` is larger than the producer takes (`message.max.bytes`), with the
+/// body limit to report. The one place the Kafka record size is checked, for originals and
+/// quarantine records.
+pub fn check_record_fits(kafka: &KafkaSender, rec: &OriginalRecord) -> Result<(), u64> {
+    let limit = kafka.message_max_bytes();
+    if kafka_record_bytes(rec) > limit {
+        return Err(limit.saturating_sub(crate::kafka::config::KAFKA_RECORD_OVERHEAD) as u64);
+    }
+    Ok(())
 }
 
 /// Publishes `rec` for `route` in its delivery mode. Runs after routing and before scrubbing.
@@ -53,14 +63,10 @@ pub async fn publish_original(
     kafka: &KafkaSender,
     rec: OriginalRecord,
 ) -> Result<Pending, RequestError> {
-    let limit = kafka.message_max_bytes();
-    if kafka_record_bytes(&rec) > limit {
-        // relay check keeps max_body_bytes below message.max.bytes; this only catches a long
-        // content type or raw key on top of a body near the limit.
-        return Err(RequestError::Http(relay_http::HttpError::BodyTooLarge {
-            limit: limit.saturating_sub(crate::kafka::config::KAFKA_RECORD_OVERHEAD) as u64,
-        }));
-    }
+    // relay check keeps max_body_bytes below message.max.bytes; this only catches a long
+    // content type or raw key on top of a body near the limit.
+    check_record_fits(kafka, &rec)
+        .map_err(|limit| RequestError::Http(relay_http::HttpError::BodyTooLarge { limit }))?;
     let retry_after_s = kafka.retry_after_s();
     match route.delivery.unwrap_or(kafka.default_delivery()) {
         Delivery::Memory => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use relay_http::HttpError;
 
 use crate::admit::AdmitError;
+use crate::coding::DecodeError;
 use crate::reason::Reason;
 use crate::scrub::ScrubError;
 use crate::upstream::UpstreamError;
@@ -54,6 +55,10 @@ pub enum RequestError {
         /// Request path.
         path: String,
     },
+    /// The body's `Content-Encoding` is unsupported, or the body does not decode within the
+    /// route's limits: nothing is published or forwarded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// The body (or query or header) failed the PII policy: never forwarded.
     #[error(transparent)]
     Scrub(#[from] ScrubError),
@@ -114,6 +119,14 @@ impl RequestError {
             NoRoute { .. } => (404, Reason::NoRoute),
             MethodNotAllowed { .. } => (405, Reason::MethodNotAllowed),
             Scrub(e) => (e.status, Reason::from_code(e.code)),
+            Decode(e) => {
+                let status = match e {
+                    DecodeError::Unsupported { .. } | DecodeError::Stacked { .. } => 415,
+                    DecodeError::TooLarge { .. } | DecodeError::RatioExceeded { .. } => 413,
+                    DecodeError::Truncated { .. } | DecodeError::Corrupt { .. } => 400,
+                };
+                (status, Reason::from_code(e.code()))
+            }
             KafkaBackpressure { .. } => (503, Reason::KafkaBackpressure),
             KafkaUnavailable { .. } => (503, Reason::KafkaUnavailable),
             SpoolFull { .. } => (503, Reason::SpoolFull),
@@ -156,6 +169,10 @@ impl RequestError {
     pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
         match self {
             RequestError::Admit(e) => e.headers(),
+            // RFC 9110 §15.5.16: a 415 for a content coding lists the acceptable ones.
+            RequestError::Decode(DecodeError::Unsupported { .. } | DecodeError::Stacked { .. }) => {
+                vec![("Accept-Encoding", crate::coding::SUPPORTED.to_string())]
+            }
             _ => Vec::new(),
         }
     }

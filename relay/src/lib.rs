@@ -9,6 +9,7 @@ pub mod admission;
 pub mod admit;
 pub mod app;
 pub mod auth;
+pub mod coding;
 pub mod config;
 pub mod cpu_quota;
 pub mod delivery;

@@ -158,6 +158,8 @@ pub struct RouteMetrics {
     pub bytes_out: Counter,
     /// PII values hashed.
     pub pii_hashed: Counter,
+    /// Compressed request bodies: decoded bytes and refusals.
+    pub decode: crate::coding::metrics::DecodeMetrics,
 }
 
 impl RouteMetrics {
@@ -176,6 +178,7 @@ impl RouteMetrics {
             bytes_in: Counter::new(workers),
             bytes_out: Counter::new(workers),
             pii_hashed: Counter::new(workers),
+            decode: crate::coding::metrics::DecodeMetrics::new(workers),
         }
     }
     /// Counts a response with `status` on worker `w`.
@@ -317,10 +320,32 @@ pub struct Metrics {
     pub io_engine: Mutex<String>,
     extras: Mutex<Vec<ExtraRenderer>>,
     consumers: Mutex<BTreeMap<String, Arc<ConsumerMetrics>>>,
+    guard: Mutex<BTreeMap<(String, String), Arc<GuardCounters>>>,
+    quarantine_failed: Mutex<BTreeMap<String, Arc<Counter>>>,
     /// `relay_split_requests_total` by (route, side upstream): config names only.
     splits: Mutex<BTreeMap<(String, String), Arc<Counter>>>,
     /// Rate and quota counters of consumers and routes (kept across reloads).
     pub limits: crate::limit::LimitStore,
+}
+
+/// The `action` label of `relay_guard_findings_total`, in [`GuardCounters`] order.
+pub const GUARD_ACTIONS: [&str; 3] = ["reject", "hash", "report"];
+
+/// Egress guard findings of one policy's detector, by action ([`GUARD_ACTIONS`]): `reject`
+/// counts refused requests, `hash` and `report` count values found (one per value per
+/// detector).
+pub struct GuardCounters(pub [Counter; 3]);
+
+impl GuardCounters {
+    /// The counter of `action`.
+    pub fn of(&self, action: crate::scrub::GuardAction) -> &Counter {
+        use crate::scrub::GuardAction::*;
+        &self.0[match action {
+            Reject => 0,
+            Hash => 1,
+            Report => 2,
+        }]
+    }
 }
 
 /// What happened to one consumer's requests at admission (label `consumer`: config names only).
@@ -352,6 +377,8 @@ impl Metrics {
             io_engine: Mutex::new(String::new()),
             extras: Mutex::new(Vec::new()),
             consumers: Mutex::new(BTreeMap::new()),
+            guard: Mutex::new(BTreeMap::new()),
+            quarantine_failed: Mutex::new(BTreeMap::new()),
             splits: Mutex::new(BTreeMap::new()),
             limits: crate::limit::LimitStore::default(),
         })
@@ -387,6 +414,29 @@ impl Metrics {
                     outcomes: std::array::from_fn(|_| Counter::new(self.workers)),
                 })
             })
+            .clone()
+    }
+
+    /// The guard counters of detector `detector` of policy `policy` (kept across reloads).
+    pub fn guard(&self, policy: &str, detector: &str) -> Arc<GuardCounters> {
+        let mut m = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((policy.to_string(), detector.to_string()))
+            .or_insert_with(|| {
+                Arc::new(GuardCounters(std::array::from_fn(|_| {
+                    Counter::new(self.workers)
+                })))
+            })
+            .clone()
+    }
+
+    /// Quarantine records of policy `policy` that were not published (kept across reloads).
+    pub fn quarantine_failed(&self, policy: &str) -> Arc<Counter> {
+        let mut m = self
+            .quarantine_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.entry(policy.to_string())
+            .or_insert_with(|| Arc::new(Counter::new(self.workers)))
             .clone()
     }
 
@@ -468,6 +518,7 @@ impl Metrics {
         self.render_requests(&mut out);
         self.render_upstreams(&mut out);
         self.render_config(&mut out);
+        self.render_guard(&mut out);
         self.render_splits(&mut out);
         for r in self.extras.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             r(&mut out);
@@ -505,6 +556,8 @@ impl Metrics {
             histogram(out, "relay_request_duration_seconds", &labels, &r.duration);
         }
         per_name(out, "route", &routes, ROUTE_FAMILIES);
+        let decode: Vec<_> = routes.iter().map(|(n, r)| (n.clone(), &r.decode)).collect();
+        crate::coding::metrics::render(out, &decode);
     }
 
     /// Rejections by reason, and the connection, panic and in-flight families.
@@ -655,6 +708,43 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The egress guard families (always announced, series per configured detector).
+    fn render_guard(&self, out: &mut String) {
+        family(
+            out,
+            "relay_guard_findings_total",
+            "counter",
+            "Egress guard findings, by policy, detector and action (reject: requests refused; hash, report: values found).",
+        );
+        for ((policy, detector), c) in named(&self.guard) {
+            for (a, n) in GUARD_ACTIONS.iter().zip(&c.0) {
+                let _ = writeln!(
+                    out,
+                    "relay_guard_findings_total{{policy=\"{}\",detector=\"{}\",action=\"{a}\"}} {}",
+                    esc(&policy),
+                    esc(&detector),
+                    n.sum()
+                );
+            }
+        }
+        family(
+            out,
+            "relay_guard_quarantine_failed_total",
+            "counter",
+            "Quarantine records not published (Kafka queue full, record too large, or delivery failed), by policy.",
+        );
+        for (policy, c) in named(&self.quarantine_failed) {
+            let _ = writeln!(
+                out,
+                "relay_guard_quarantine_failed_total{{policy=\"{}\"}} {}",
+                esc(&policy),
+                c.sum()
+            );
+        }
+    }
+}
+
 /// A family with one series per route or upstream: name, type, help, and the value of one.
 type PerName<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
 
@@ -793,7 +883,7 @@ const PROCESS_FAMILIES: &[Unlabelled] = &[
 ];
 
 /// A consistent copy of a name -> metrics registry, sorted by name.
-fn named<T>(m: &Mutex<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
+fn named<K: Clone + Ord, T>(m: &Mutex<BTreeMap<K, Arc<T>>>) -> Vec<(K, Arc<T>)> {
     m.lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()

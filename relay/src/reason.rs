@@ -67,6 +67,8 @@ reasons! {
     ConflictingFraming => "conflicting_framing",
     /// 400: `Content-Length` values that differ.
     ConflictingContentLength => "conflicting_content_length",
+    /// 400: more than one `Content-Type`.
+    ConflictingContentType => "conflicting_content_type",
     /// 400: a `Content-Length` that is not a number.
     InvalidContentLength => "invalid_content_length",
     /// 400 (501 semantics): a transfer coding other than chunked.
@@ -91,6 +93,8 @@ reasons! {
     UnsupportedContentEncoding => "unsupported_content_encoding",
     /// 400: a zero-length JSON body.
     EmptyBody => "empty_body",
+    /// 400: the path matches a `path_params` pattern only once normalised.
+    AmbiguousPath => "ambiguous_path",
     /// 422: the egress guard found PII it must not forward.
     PiiDetected => "pii_detected",
     /// 503: the Kafka queue is full.
@@ -129,8 +133,12 @@ reasons! {
     QuotaExceeded => "quota_exceeded",
     /// 422: events of one request go to different destinations (payload rules, splits).
     MixedDestinations => "mixed_destinations",
-    /// 400: a compressed body that does not decode.
+    /// 400: a compressed body that does not decode (corrupt, truncated, bytes after its end).
     InvalidEncoding => "invalid_encoding",
+    /// 413: a compressed body that decodes to more than the route's `max_decoded_bytes`.
+    DecodedBodyTooLarge => "decoded_body_too_large",
+    /// 413: a compressed body that expands more than the route's `max_expansion_ratio`.
+    ExpansionRatioExceeded => "expansion_ratio_exceeded",
     /// A code this list does not know (counted, never expected).
     Other => "other",
 }

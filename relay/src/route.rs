@@ -165,6 +165,9 @@ mod tests {
             consumers: Vec::new(),
             forward_credentials: false,
             limits: None,
+            max_decoded_bytes: None,
+            max_expansion_ratio: None,
+            forward_encoding: Default::default(),
         }
     }
 

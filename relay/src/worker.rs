@@ -116,7 +116,7 @@ impl Worker {
         admission: Option<Arc<Admission>>,
         hub: Arc<ConfigHub>,
     ) -> Rc<Worker> {
-        let view = WorkerView::new(hub.current(), hub.generation(), index);
+        let view = WorkerView::new(hub.current(), hub.generation(), index, None);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -144,7 +144,13 @@ impl Worker {
     pub fn view(&self) -> Rc<WorkerView> {
         let g = self.hub.generation();
         if self.view.borrow().generation != g {
-            let v = Rc::new(WorkerView::new(self.hub.current(), g, self.index));
+            let old = self.view.borrow().clone();
+            let v = Rc::new(WorkerView::new(
+                self.hub.current(),
+                g,
+                self.index,
+                Some(&old),
+            ));
             *self.view.borrow_mut() = v;
         }
         self.view.borrow().clone()

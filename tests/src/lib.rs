@@ -492,16 +492,25 @@ pub type TlsServer = Arc<rustls::ServerConfig>;
 impl StubUpstream {
     /// A plain HTTP stub answering with `behavior`.
     pub fn start(behavior: Behavior) -> StubUpstream {
-        Self::start_inner(behavior, None)
+        Self::start_inner(TcpListener::bind("127.0.0.1:0").unwrap(), behavior, None)
+    }
+
+    /// A plain HTTP stub on `addr` (e.g. `127.0.0.2:<port>`, for several addresses of one
+    /// name); `Err` when the address is taken.
+    pub fn start_on(addr: SocketAddr, behavior: Behavior) -> std::io::Result<StubUpstream> {
+        Ok(Self::start_inner(TcpListener::bind(addr)?, behavior, None))
     }
 
     /// A TLS stub.
     pub fn start_tls(behavior: Behavior, tls: TlsServer) -> StubUpstream {
-        Self::start_inner(behavior, Some(tls))
+        Self::start_inner(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            behavior,
+            Some(tls),
+        )
     }
 
-    fn start_inner(behavior: Behavior, tls: Option<TlsServer>) -> StubUpstream {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    fn start_inner(l: TcpListener, behavior: Behavior, tls: Option<TlsServer>) -> StubUpstream {
         let addr = l.local_addr().unwrap();
         let s = StubUpstream {
             addr,
@@ -768,6 +777,8 @@ pub const REQUIRED_METRICS: &[&str] = &[
     "relay_bytes_sent_total",
     "relay_rejected_requests_total",
     "relay_pii_fields_hashed_total",
+    "relay_guard_findings_total",
+    "relay_guard_quarantine_failed_total",
     "relay_kafka_queue_depth",
     "relay_kafka_queue_capacity",
     "relay_kafka_records_enqueued_total",
@@ -795,6 +806,8 @@ pub const REQUIRED_METRICS: &[&str] = &[
     "relay_spool_fsyncs_total",
     "relay_spool_fsync_records_total",
     "relay_spool_write_errors_total",
+    "relay_request_decoded_bytes_total",
+    "relay_request_decode_refusals_total",
     "relay_admission_shed_level_ratio",
     "relay_admission_dropped_total",
     "relay_build_info",

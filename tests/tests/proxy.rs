@@ -188,6 +188,7 @@ fn framing_attacks_get_400_and_never_reach_upstream(engine: &str) {
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "conflicting_framing"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "conflicting_framing"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello", "conflicting_content_length"),
+        ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", "conflicting_content_type"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "invalid_content_length"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", "invalid_content_length"),
         ("POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 1 0\r\n\r\n", "invalid_content_length"),

@@ -71,6 +71,131 @@ fn failing_node_is_ejected_and_traffic_moves(engine: &str) {
     );
 }
 
+/// Rewrites relay's config file with `from` replaced by `to` and reloads it through the admin
+/// port.
+fn reload_with(relay: &Relay, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&relay.config_path).unwrap();
+    assert!(text.contains(from), "{from} not in the config");
+    std::fs::write(&relay.config_path, text.replace(from, to)).unwrap();
+    let (status, body) = relay.admin_post("/reload");
+    assert_eq!(status, 200, "{body}");
+}
+
+fn an_ejected_node_stays_ejected_across_a_reload(engine: &str) {
+    let bad = StubUpstream::start(Behavior {
+        status: 500,
+        ..Behavior::default()
+    });
+    let good = StubUpstream::start(Behavior::default());
+    let cfg = config(
+        engine,
+        &[bad.addr, good.addr],
+        "[upstreams.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 600000\nmax_ejection_ms = 600000",
+    );
+    let relay = Relay::start(&cfg);
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..10 {
+        c.post("/v1/logs", b"{}");
+    }
+    assert_eq!(bad.count(), 2, "ejected after 2 consecutive 5xx");
+    // A reload that changes the upstream (another timeout) keeps what outlier detection knew.
+    reload_with(&relay, "read_timeout_ms = 1500", "read_timeout_ms = 1600");
+    for _ in 0..10 {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 200, "{}", relay.log());
+    }
+    assert_eq!(
+        bad.count(),
+        2,
+        "the reload did not reinstate the ejected node"
+    );
+    assert_eq!(good.count(), 18);
+    let series = format!(
+        "relay_upstream_node_ejected_workers{{upstream=\"tracking\",node=\"{}\"}}",
+        bad.addr
+    );
+    assert_eq!(relay.metric(&series), 1.0);
+}
+
+fn an_open_circuit_stays_open_across_a_reload(engine: &str) {
+    let up = StubUpstream::start(Behavior {
+        status: 500,
+        ..Behavior::default()
+    });
+    let cfg = config(
+        engine,
+        &[up.addr],
+        "[upstreams.breaker]\nmin_requests = 4\nfailure_rate_percent = 50\nopen_ms = 600000\nhalf_open_probes = 1",
+    );
+    let relay = Relay::start(&cfg);
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..4 {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 500);
+    }
+    assert_eq!(c.post("/v1/logs", b"{}").status, 503, "circuit open");
+    reload_with(&relay, "read_timeout_ms = 1500", "read_timeout_ms = 1600");
+    let r = c.post("/v1/logs", b"{}");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str().unwrap()),
+        (503, "upstream_unavailable"),
+        "the reload did not close the open circuit: {}",
+        relay.log()
+    );
+    assert_eq!(up.count(), 4, "nothing went upstream");
+    assert_eq!(
+        relay.metric("relay_upstream_circuit_open_workers{upstream=\"tracking\"}"),
+        1.0
+    );
+    // New breaker settings start a closed breaker: the next request goes upstream.
+    up.set(Behavior::default());
+    reload_with(&relay, "min_requests = 4", "min_requests = 5");
+    assert_eq!(c.post("/v1/logs", b"{}").status, 200, "{}", relay.log());
+    assert_eq!(up.count(), 5);
+    assert_eq!(
+        relay.metric("relay_upstream_circuit_open_workers{upstream=\"tracking\"}"),
+        0.0
+    );
+}
+
+fn an_unhealthy_node_stays_unhealthy_across_a_reload(engine: &str) {
+    let sick = StubUpstream::start(Behavior {
+        health_status: Some(500),
+        ..Behavior::default()
+    });
+    let good = StubUpstream::start(Behavior::default());
+    // Probes every 50 ms, judged unhealthy after 2 failures, healthy again only after 1000
+    // passes (never, here): a reload that forgot the verdict would send traffic to it.
+    let cfg = config(
+        engine,
+        &[sick.addr, good.addr],
+        "[upstreams.health]\ninterval_ms = 50\ntimeout_ms = 40\nhealthy_after = 1000\nunhealthy_after = 2",
+    );
+    let relay = Relay::start(&cfg);
+    let series = format!(
+        "relay_upstream_node_healthy{{upstream=\"tracking\",node=\"{}\"}}",
+        sick.addr
+    );
+    wait_for(Duration::from_secs(20), || {
+        (relay.metric(&series) == 0.0).then_some(())
+    })
+    .expect("health checks judge it unhealthy");
+    let before = sick.count_to("/v1/logs");
+    reload_with(&relay, "read_timeout_ms = 1500", "read_timeout_ms = 1600");
+    assert_eq!(
+        relay.metric(&series),
+        0.0,
+        "the verdict survived the reload"
+    );
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..10 {
+        assert_eq!(c.post("/v1/logs", b"{}").status, 200);
+    }
+    assert_eq!(
+        sick.count_to("/v1/logs"),
+        before,
+        "no traffic to the unhealthy node"
+    );
+}
+
 fn dead_node_is_ejected(engine: &str) {
     let dead = dead_addr();
     let good = StubUpstream::start(Behavior::default());
@@ -438,6 +563,9 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    an_ejected_node_stays_ejected_across_a_reload,
+    an_open_circuit_stays_open_across_a_reload,
+    an_unhealthy_node_stays_unhealthy_across_a_reload,
     failing_node_is_ejected_and_traffic_moves,
     dead_node_is_ejected,
     breaker_opens_fails_fast_and_closes_after_recovery,

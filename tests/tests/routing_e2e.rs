@@ -17,6 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sha2::Digest as _;
+
 use relay_e2e::broker::{read_topic, GatedTansu, ReadBack, Tansu};
 use relay_e2e::{relay_bin, wait_for, Behavior, Client, Relay, Response, StubUpstream};
 
@@ -357,7 +359,8 @@ fn matches_land_on_their_upstream_and_topic(engine: &str) {
         "{vip:?}"
     );
 
-    // Refused: nothing forwarded, nothing published.
+    // Refused: nothing forwarded; the raw original goes to the route's topic like any refused
+    // request's (without a receipt), never to a rule's topic.
     let before = s.tracking.count() + s.payments.count() + s.v2.count();
     let r = send(
         a,
@@ -423,16 +426,38 @@ fn matches_land_on_their_upstream_and_topic(engine: &str) {
         before
     );
 
-    // Kafka: each original, byte for byte, on its case's topic; nothing refused.
+    // Kafka: each original, byte for byte, on its case's topic; the refused ones on the
+    // route's, without a receipt.
+    let refused: Vec<String> = [
+        &b"{\"event_type\":\"purch\xffse\"}"[..],
+        br#"{"event_type":"purchase""#,
+        br#"[{"event_type":"purchase"},{"event_type":"view"}]"#,
+        mixed.as_bytes(),
+        in_line.as_bytes(),
+    ]
+    .iter()
+    .map(|b| String::from_utf8_lossy(b).into_owned())
+    .collect();
     for t in ["purchases", "events", "vip"] {
-        let want: HashSet<String> = cases
+        let mut want: HashSet<String> = cases
             .iter()
             .filter(|c| c.3 == t)
             .map(|c| c.0.clone())
             .collect();
+        if t == "events" {
+            want.extend(refused.iter().cloned());
+        }
         let got = topic(&s.broker, t, want.len());
         assert_eq!(payloads(&got), want, "{t}");
         assert!(got.iter().all(|r| r.header("relay-split").is_none()));
+        for r in &got {
+            let p = String::from_utf8_lossy(&r.payload).into_owned();
+            assert_eq!(
+                r.header("relay-scrubbed-sha256").is_none(),
+                refused.contains(&p),
+                "a receipt exactly on the forwarded ones: {p:.80}"
+            );
+        }
     }
     assert_eq!(
         s.relay
@@ -526,6 +551,18 @@ fn split_batches_forward_per_destination_with_the_worst_status(engine: &str) {
     assert!(purchases
         .iter()
         .all(|r| r.header("relay-request-id") == Some(&b"batch-1-2"[..])));
+    // Each part's receipt is the digest of exactly the bytes that part forwarded.
+    let sha = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    for (records, got) in [(&events, &t), (&purchases, &p)] {
+        let digests: HashSet<String> = got.iter().map(|r| sha(&r.body)).collect();
+        assert_eq!(digests.len(), 1, "the same part three times");
+        for r in records.iter() {
+            let d = std::str::from_utf8(r.header("relay-scrubbed-sha256").expect("a receipt"))
+                .unwrap()
+                .to_string();
+            assert!(digests.contains(&d), "{d} is not a forwarded part's digest");
+        }
+    }
     // One destination: the body whole, byte for byte (blank line kept), one request.
     let same = "{\"event_type\":\"view\",\"n\":5}\n\n{\"n\":6}\n";
     s.tracking.set(Behavior::default());

@@ -1,7 +1,9 @@
 //! PII scrubbing through the running relay, black box: the upstream receives only pseudonyms
 //! (body, query parameters and headers named in the policy) and `X-Relay-Key-Id`; NDJSON keeps
 //! its lines; bodies that cannot be scrubbed get a 4xx with a machine-readable reason and the
-//! upstream receives nothing; `relay scrub` prints exactly what the upstream received.
+//! upstream receives nothing; `relay scrub` prints exactly what the upstream received;
+//! `path_params` segments are hashed in the forwarded target, hostile targets hash predictably
+//! or get 400 `ambiguous_path`, and `relay check` refuses a pattern that cannot apply.
 
 use std::path::Path;
 use std::process::Command;
@@ -145,8 +147,9 @@ fn upstream_receives_only_pseudonyms(engine: &str) {
     assert_eq!(
         s.relay
             .metric("relay_pii_fields_hashed_total{route=\"logs\"}"),
-        // 5 body values (null is not one) and the header; the proxy does not count query values.
-        6.0
+        // 5 body values (null is not one), the header, and the query values (this request's
+        // uid and the one pseudonym_via_query sent), as relay-pii-count counts them.
+        8.0
     );
 }
 
@@ -211,7 +214,7 @@ fn unscrubbable_bodies_are_refused_and_never_forwarded(engine: &str) {
             "unsupported_media_type",
         ),
         (
-            "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+            "Content-Type: application/json\r\nContent-Encoding: br\r\n",
             b"{\"user_id\":\"carol-9\"}",
             415,
             "unsupported_content_encoding",
@@ -447,4 +450,201 @@ fn egress_guard_rejects_or_hashes_and_receipts_match() {
     let sha = lines[1].strip_prefix("relay-scrubbed-sha256: ").unwrap();
     assert_eq!(sha, relay::scrub::hashing::Hasher::Sha256.hex(&got));
     assert_eq!(lines[2], "relay-pii-count: 2");
+}
+
+/// Route `users` (`/users/` prefix, policy `default`) added to [`scrub_config`]; with
+/// `path_params` on, `/users/{user_id}/events` segments are hashed in the forwarded target.
+fn path_config(up: std::net::SocketAddr, key_file: &Path, on: bool) -> String {
+    let pp = if on {
+        "path_params = [\"/users/{user_id}/events\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        "{}{pp}\n[[routes]]\nname = \"users\"\npath = \"/users/\"\nmatch = \"prefix\"\nmethods = [\"POST\"]\nupstream = \"tracking\"\npii = \"default\"\n",
+        scrub_config("epoll", up, key_file)
+    )
+}
+
+/// The pseudonym of `encoded` (percent-encoded) learned through the query string.
+fn pseudonym_of(relay: &Relay, up: &StubUpstream, encoded: &str) -> String {
+    let before = up.count();
+    let r = send(
+        relay,
+        &format!("/v1/logs?uid={encoded}"),
+        "Content-Type: application/json\r\n",
+        b"{}",
+    );
+    assert_eq!(r.status, 200);
+    let t = up.requests()[before].target.clone();
+    let h = t.strip_prefix("/v1/logs?uid=").unwrap().to_string();
+    assert!(is_pseudonym(&h), "{t}");
+    h
+}
+
+/// `path_params`: the named segments are hashed in the forwarded target (the query keeps its
+/// own rules), the same requests pass unchanged when the option is off, and hostile targets
+/// either hash predictably (encoded slashes and bytes, dot-like parameters, long segments) or
+/// get 400 `ambiguous_path` (paths that match only once normalised), with nothing forwarded.
+#[test]
+fn path_params_hash_named_segments_and_hostile_targets_hash_predictably_or_get_400() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("pii.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let up = StubUpstream::start(Behavior::default());
+    let relay = Relay::start(&path_config(up.addr, &key_file, true));
+    let json = "Content-Type: application/json\r\n";
+    let h_u1 = pseudonym_of(&relay, &up, "u-1");
+
+    // Hashed, with the query's own rule applied too; the receipt count includes both.
+    let before = up.count();
+    let r = send(&relay, "/users/u-1/events?uid=u-1&x=u-1", json, b"{}");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        up.requests()[before].target,
+        format!("/users/{h_u1}/events?uid={h_u1}&x=u-1")
+    );
+    // Other paths of the route are forwarded as sent; so is an empty parameter segment (no
+    // value to hash, and it matches no pattern even once normalised).
+    for t in [
+        "/users/u-1/profile",
+        "/users//events",
+        "/users/u-1/events/x",
+    ] {
+        let before = up.count();
+        assert_eq!(send(&relay, t, json, b"{}").status, 200, "{t}");
+        assert_eq!(up.requests()[before].target, t);
+    }
+    // Predictable: a segment is hashed as its percent-decoded bytes, the same pseudonym the
+    // query (and a body value) gives; an encoded slash is part of the value; a non-UTF-8 byte
+    // and a dot-like parameter are hashed like any other; long segments are hashed whole.
+    let long = "a".repeat(8000);
+    for (seg, query_form) in [
+        ("a%2Fb", "a%2Fb"),
+        ("a%40b", "a%40b"),
+        ("%FF", "%FF"),
+        ("%2e%2e", "%2e%2e"),
+        ("caf%C3%A9", "caf%C3%A9"),
+        (long.as_str(), long.as_str()),
+    ] {
+        let want = pseudonym_of(&relay, &up, query_form);
+        let before = up.count();
+        let t = format!("/users/{seg}/events");
+        let r = send(&relay, &t, json, b"{}");
+        assert_eq!(r.status, 200, "{seg}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            up.requests()[before].target,
+            format!("/users/{want}/events"),
+            "{}",
+            &seg[..seg.len().min(20)]
+        );
+    }
+    // Paths that match the pattern only once normalised: 400, nothing forwarded, the message
+    // names the pattern and never the value.
+    let before = up.count();
+    for t in [
+        "/users/u-1//events",
+        "/users/u-1/events/",
+        "/users/u-1/./events",
+        "/users/x/../u-1/events",
+        "/users/u-1/EVENTS",
+        "/users/u-1%2Fevents",
+        "/users/u-1\\events",
+    ] {
+        let r = send(&relay, t, json, b"{}");
+        assert_eq!(r.status, 400, "{t}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"], "ambiguous_path", "{t}");
+        let m = r.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            m.contains("/users/{user_id}/events") && !m.contains("u-1"),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        up.count(),
+        before,
+        "nothing of a refused path was forwarded"
+    );
+    assert_eq!(
+        relay.metric("relay_rejected_requests_total{reason=\"ambiguous_path\"}"),
+        7.0
+    );
+    // A raw non-UTF-8 byte in the target (400 `malformed_request`), and a target over
+    // max_header_bytes (431): refused by the HTTP layer, nothing forwarded.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"POST /users/\xff/events HTTP/1.1\r\nHost: relay\r\nContent-Length: 2\r\n\r\n{}");
+    let r = c.recv().expect("a response");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "malformed_request");
+    let huge = format!("/users/{}/events", "b".repeat(70_000));
+    let r = send(&relay, &huge, json, b"{}");
+    assert_eq!(r.status, 431);
+    assert_eq!(up.count(), before);
+
+    // Off: the same requests pass unchanged (hostile ones included).
+    let up_off = StubUpstream::start(Behavior::default());
+    let off = Relay::start(&path_config(up_off.addr, &key_file, false));
+    for t in [
+        "/users/u-1/events",
+        "/users/a%2Fb/events",
+        "/users/u-1//events",
+        "/users/u-1/events/",
+    ] {
+        let before = up_off.count();
+        assert_eq!(send(&off, t, json, b"{}").status, 200, "{t}");
+        assert_eq!(up_off.requests()[before].target, t);
+    }
+}
+
+/// `relay check` refuses a `path_params` pattern that no route of its policy can reach, and
+/// names the pattern and the routes; and PII rules on headers relay handles itself, by name.
+#[test]
+fn relay_check_refuses_a_path_pattern_that_cannot_apply() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("pii.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("relay.toml");
+    let up = dead_addr();
+    let check = |text: String| {
+        std::fs::write(&f, text).unwrap();
+        Command::new(relay_bin())
+            .args(["check", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = check(format!(
+        "{}path_params = [\"/users/{{user_id}}/events\"]\n",
+        scrub_config("epoll", up, &key_file)
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pii.default.path_params[0]")
+            && err.contains("\"/users/{user_id}/events\"")
+            && err.contains("logs (exact \"/v1/logs\")"),
+        "{err}"
+    );
+    let out = check(path_config(up, &key_file, true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // PII header rules on headers relay handles itself are refused by name too.
+    let out = check(scrub_config("epoll", up, &key_file).replace(
+        "headers = [\"x-device-id\"]",
+        "headers = [\"x-device-id\", \"X-Forwarded-For\", \"x-relay-policy\"]",
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (i, h) in [(1, "X-Forwarded-For"), (2, "x-relay-policy")] {
+        assert!(
+            err.contains(&format!("pii.default.headers[{i}]"))
+                && err.contains(&format!("the rule \"{h}\""))
+                && err.contains("relay handles itself"),
+            "{err}"
+        );
+    }
 }

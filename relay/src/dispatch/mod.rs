@@ -116,6 +116,15 @@ pub struct Part {
 }
 
 impl Part {
+    /// The whole request to `upstream` with its original on `topic` (a route's defaults).
+    pub fn whole(upstream: usize, topic: Option<Arc<str>>) -> Part {
+        whole(Destination {
+            upstream,
+            topic,
+            side: None,
+        })
+    }
+
     /// The part of `body` (the original or the scrubbed one: both have the same lines) this
     /// part carries.
     pub fn body<'b>(&self, body: &'b [u8]) -> Cow<'b, [u8]> {

@@ -60,6 +60,21 @@ pub struct OriginalRecord {
     pub key_id: Option<String>,
     /// The consumer that sent the request (header `relay-consumer`), when the route has `auth`.
     pub consumer: Option<Arc<str>>,
+    /// Sanitization receipt (route with a PII policy): `NAME:DIGEST` of the policy (header
+    /// `relay-policy`, also sent upstream as `X-Relay-Policy`).
+    pub policy: Option<String>,
+    /// Receipt: lowercase hex SHA-256 of exactly the body forwarded upstream (header
+    /// `relay-scrubbed-sha256`).
+    pub scrubbed_sha256: Option<String>,
+    /// Receipt: values pseudonymised in the body, query, path and headers (header
+    /// `relay-pii-count`, decimal).
+    pub pii_count: Option<String>,
+    /// Quarantine records only: the egress guard's `report` findings as (detector, place), each
+    /// as a `relay-guard-detector` header followed by a `relay-guard-path` header. Never values.
+    pub guard_findings: Vec<(String, String)>,
+    /// The coding of `payload` (header `content-encoding`: `gzip`, `deflate` or `zstd`), when
+    /// the client sent a compressed body; `payload` stays exactly as sent.
+    pub content_encoding: Option<crate::coding::Coding>,
     /// The side of the route's weighted split the request went to (header `relay-split`: its
     /// upstream name), when the route has `[[routes.split]]`.
     pub split: Option<Arc<str>>,
@@ -79,19 +94,45 @@ impl OriginalRecord {
             ("content-type", self.content_type.as_deref()),
             ("relay-key-id", self.key_id.as_deref()),
             ("relay-consumer", self.consumer.as_deref()),
+            ("relay-policy", self.policy.as_deref()),
+            ("relay-scrubbed-sha256", self.scrubbed_sha256.as_deref()),
+            ("relay-pii-count", self.pii_count.as_deref()),
+            (
+                "content-encoding",
+                self.content_encoding.map(|c| c.as_str()),
+            ),
             ("relay-split", self.split.as_deref()),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .chain(self.guard_findings.iter().flat_map(|(d, p)| {
+            [
+                ("relay-guard-detector", d.as_str()),
+                ("relay-guard-path", p.as_str()),
+            ]
+        }))
     }
 
     /// Sets the optional header `name` (one that [`OriginalRecord::headers`] lists); false
-    /// when relay does not know the name (a spool record from another format).
+    /// when relay does not know the name, or a `content-encoding` value other than the codings
+    /// relay writes (a spool record from another format).
     pub fn set_header(&mut self, name: &str, value: String) -> bool {
         match name {
             "content-type" => self.content_type = Some(value),
             "relay-key-id" => self.key_id = Some(value),
             "relay-consumer" => self.consumer = Some(Arc::from(value)),
+            "relay-policy" => self.policy = Some(value),
+            "relay-scrubbed-sha256" => self.scrubbed_sha256 = Some(value),
+            "relay-pii-count" => self.pii_count = Some(value),
+            "relay-guard-detector" => self.guard_findings.push((value, String::new())),
+            "relay-guard-path" => match self.guard_findings.last_mut() {
+                Some((_, p)) if p.is_empty() => *p = value,
+                _ => return false,
+            },
+            "content-encoding" => match crate::coding::Coding::from_name(&value) {
+                Some(c) => self.content_encoding = Some(c),
+                None => return false,
+            },
             "relay-split" => self.split = Some(Arc::from(value)),
             _ => return false,
         }
@@ -110,6 +151,8 @@ pub enum Done {
     Ack(futures_channel::oneshot::Sender<Result<(), FailReason>>),
     /// `spool`: the spool, which keeps the record until it is delivered.
     Spooled(OnDone),
+    /// A guard quarantine record: the callback counts a failure; nobody waits.
+    Quarantine(OnDone),
 }
 
 impl Done {
@@ -118,6 +161,7 @@ impl Done {
             Done::Memory => Promise::Memory,
             Done::Ack(_) => Promise::Ack,
             Done::Spooled(_) => Promise::Spooled,
+            Done::Quarantine(_) => Promise::Quarantine,
         }
     }
 
@@ -128,7 +172,7 @@ impl Done {
             Done::Ack(tx) => {
                 let _ = tx.send(r);
             }
-            Done::Spooled(f) => f(r),
+            Done::Spooled(f) | Done::Quarantine(f) => f(r),
         }
     }
 }
@@ -183,7 +227,8 @@ impl KafkaSender {
     }
 
     /// [`try_send`](Self::try_send) with who learns the outcome. A refusal of a spooled record
-    /// is not counted as a rejected request (the record waits in the spool).
+    /// (it waits in the spool) or of a quarantine record (the request goes on) is not counted
+    /// as a rejected request.
     pub fn try_send_with(&self, rec: OriginalRecord, done: Done) -> Result<(), KafkaRejected> {
         let s = &*self.shared;
         let rejected = KafkaRejected {
@@ -192,7 +237,7 @@ impl KafkaSender {
         let promise = done.promise();
         let bytes = rec.queued_bytes();
         if s.closing.load(Relaxed) || !s.stats.reserve(bytes, promise) {
-            if promise != Promise::Spooled {
+            if matches!(promise, Promise::Memory | Promise::Ack) {
                 s.stats.on_rejected();
             }
             return Err(rejected);

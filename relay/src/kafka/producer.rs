@@ -296,10 +296,13 @@ pub(crate) fn run(
                 let _ = shared.queue.push(q);
             }
             if let Some(d) = dl {
-                // Wait for the records whose outcome matters now (memory, ack); spooled ones
+                // Wait for the records whose outcome matters now (memory, ack, quarantine); spooled ones
                 // stay in the spool and need no flush to stop safely.
                 let st = &shared.stats;
-                while st.outstanding(Promise::Memory) + st.outstanding(Promise::Ack) > 0
+                while st.outstanding(Promise::Memory)
+                    + st.outstanding(Promise::Ack)
+                    + st.outstanding(Promise::Quarantine)
+                    > 0
                     && Instant::now() < d
                 {
                     producer.poll(Duration::from_millis(5));
@@ -354,7 +357,7 @@ fn send(producer: &RelayProducer, q: Queued) -> Option<Queued> {
         bytes,
         done,
     } = q;
-    let mut headers = OwnedHeaders::new_with_capacity(4)
+    let mut headers = OwnedHeaders::new_with_capacity(8)
         .insert(Header {
             key: "relay-route",
             value: Some(rec.route.as_bytes()),

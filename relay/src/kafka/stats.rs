@@ -201,6 +201,9 @@ pub enum Promise {
     Ack,
     /// `spool`: the spool keeps the record until it is delivered: nothing is lost.
     Spooled,
+    /// A guard quarantine record (not an original): a failure is counted by its policy
+    /// (`relay_guard_quarantine_failed_total`), loses no original and blocks no topic.
+    Quarantine,
 }
 
 /// A point-in-time copy of one topic's counters.
@@ -235,8 +238,8 @@ pub struct KafkaStats {
     pub(crate) outstanding: AtomicUsize,
     /// Payload + key bytes of the `outstanding` records.
     pub(crate) outstanding_bytes: AtomicU64,
-    /// `outstanding` by [`Promise`] (memory, ack, spooled).
-    by_promise: [AtomicUsize; 3],
+    /// `outstanding` by [`Promise`] (memory, ack, spooled, quarantine).
+    by_promise: [AtomicUsize; 4],
     /// Memory-mode originals lost, by reason.
     lost: [AtomicU64; FailReason::ALL.len()],
     rejected_full: AtomicU64,
@@ -489,7 +492,8 @@ impl KafkaStats {
     ) {
         self.release(bytes, p);
         let t = self.topic(slot);
-        if reason.is_permanent() {
+        // A missing quarantine topic must not turn /readyz 503 for the originals' sake.
+        if reason.is_permanent() && p != Promise::Quarantine {
             *t.blocked_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
             t.blocked.store(reason.index() as u8 + 1, Relaxed);
         }

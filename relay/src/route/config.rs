@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::config::AuthMode;
+use crate::coding::config::ForwardEncoding;
 use crate::dispatch::config::{
     validate_split, MatchRuleConfig, SplitConfig, Sticky, MAX_MATCH_RULES,
 };
@@ -156,6 +157,19 @@ pub struct RouteConfig {
     /// Limits over all of this route's requests (every consumer). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitConfig>,
+    /// Most bytes a compressed (`Content-Encoding`) request body may decode to; more gets 413
+    /// `decoded_body_too_large`. Default: `server.max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decoded_bytes: Option<u64>,
+    /// Most decoded bytes per encoded byte of a compressed request body (the bomb guard); more
+    /// gets 413 `expansion_ratio_exceeded`. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_expansion_ratio: Option<u32>,
+    /// What the upstream gets for a compressed request body: `"identity"` (default: the
+    /// scrubbed body decoded, without `Content-Encoding`) or `"same"` (encoded again with the
+    /// request's coding).
+    #[serde(default)]
+    pub forward_encoding: ForwardEncoding,
 }
 
 /// Where a route's Kafka record key comes from.
@@ -339,6 +353,7 @@ impl RouteConfig {
         if let Some(l) = &self.limits {
             l.validate(&format!("{f}.limits"), p);
         }
+        crate::coding::config::validate(self.max_decoded_bytes, self.max_expansion_ratio, f, p);
         if !self.consumers.is_empty() && self.auth == AuthMode::None {
             p.push(
                 format!("{f}.consumers"),

@@ -41,15 +41,6 @@ pub fn validate_policy(policy: &PiiPolicyConfig, field: &str, p: &mut crate::pro
     for (f, m) in pr.0 {
         p.push(f, m);
     }
-    // relay-scrub can hash path segments, but the request path does not apply it yet:
-    // refuse rather than accept a PII rule that would silently do nothing.
-    if !policy.path_params.is_empty() {
-        p.push(
-            format!("{field}.path_params"),
-            "path_params is not applied to forwarded targets by this relay version yet; \
-             remove it (PII in the path would be forwarded unhashed)",
-        );
-    }
 }
 
 /// Reads `policy`'s key sources as [`build`] will, recording a problem under `field` when

@@ -182,18 +182,88 @@ hash = "sha256"
 }
 
 #[test]
-fn path_params_are_refused_until_relay_applies_them() {
-    let p: PiiPolicyConfig = toml::from_str(
-        "fields = [\"user_id\"]\nhash = \"sha256\"\npath_params = [\"/users/{user_id}/events\"]",
-    )
-    .unwrap();
-    let got = problems(&p);
+fn path_params_are_accepted_when_a_route_reaches_them_and_refused_otherwise() {
+    let cfg = |routes: &str, pp: &str, extra: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"t\"\nnodes = [\"127.0.0.1:9\"]\n\
+             {routes}\n[pii.default]\nfields = [\"user_id\"]\nhash = \"sha256\"\npath_params = {pp}\n{extra}"
+        )
+    };
+    let errors = |text: &str| -> Vec<String> {
+        match crate::config::Config::from_toml(text, Path::new("/x/relay.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect(),
+        }
+    };
+    let prefix = "[[routes]]\nname = \"users\"\npath = \"/users/\"\nmatch = \"prefix\"\nupstream = \"t\"\npii = \"default\"";
+    let exact =
+        "[[routes]]\nname = \"logs\"\npath = \"/v1/logs\"\nupstream = \"t\"\npii = \"default\"";
+    // Reachable from the prefix route: accepted (it applies; e2e: scrub_e2e path_params_*).
+    assert_eq!(
+        errors(&cfg(prefix, "[\"/users/{user_id}/events\"]", "")),
+        Vec::<String>::new()
+    );
+    // Only an exact route that can never match the pattern: refused, naming pattern and route.
+    let got = errors(&cfg(exact, "[\"/users/{user_id}/events\"]", ""));
+    assert_eq!(got.len(), 1, "{got:?}");
     assert!(
-        got.iter()
-            .any(|m| m.starts_with("pii.default.path_params: path_params is not applied")),
+        got[0].starts_with("pii.default.path_params[0]: the pattern \"/users/{user_id}/events\"")
+            && got[0].contains("logs (exact \"/v1/logs\")"),
         "{got:?}"
     );
-    let without: PiiPolicyConfig =
-        toml::from_str("fields = [\"user_id\"]\nhash = \"sha256\"").unwrap();
-    assert!(problems(&without).is_empty(), "{:?}", problems(&without));
+    // Both routes: the second pattern is reachable from neither.
+    let got = errors(&cfg(
+        &format!("{prefix}\n{exact}"),
+        "[\"/users/{user_id}/events\", \"/orders/{order_no}\"]",
+        "",
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("pii.default.path_params[1]:"), "{got:?}");
+    // An invalid pattern is named with what to write.
+    let got = errors(&cfg(prefix, "[\"/users/x{id}\"]", ""));
+    assert!(
+        got.iter().any(|m| m
+            .starts_with("pii.default.path_params[0]: \"/users/x{id}\" has an invalid segment")),
+        "{got:?}"
+    );
+    // A quarantine topic without [kafka].
+    let got = errors(&cfg(
+        prefix,
+        "[\"/users/{user_id}/events\"]",
+        "[pii.default.guard]\nemail = \"report\"\nquarantine_topic = \"q\"\n",
+    ));
+    assert!(
+        got.iter().any(|m| m.starts_with(
+            "pii.default.guard.quarantine_topic: a quarantine topic needs a [kafka] section"
+        )),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn pii_rules_on_headers_relay_handles_itself_are_refused_by_name() {
+    for h in [
+        "x-forwarded-for",
+        "X_Request_Id",
+        "x-relay-key-id",
+        "x-relay-policy",
+        "host",
+    ] {
+        let p: PiiPolicyConfig = toml::from_str(&format!(
+            "fields = [\"user_id\"]\nhash = \"sha256\"\nheaders = [\"{h}\"]"
+        ))
+        .unwrap();
+        let got = problems(&p);
+        assert!(
+            got.iter()
+                .any(|m| m.starts_with("pii.default.headers[0]: the rule")
+                    && m.contains(&format!("{h:?}"))
+                    && m.contains("relay handles itself")),
+            "{h}: {got:?}"
+        );
+    }
 }

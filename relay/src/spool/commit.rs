@@ -25,7 +25,7 @@ use super::SpoolError;
 pub(crate) enum Msg {
     /// A worker's request: make `frame` (the encoded `rec`) durable, then answer `reply`.
     Append {
-        rec: OriginalRecord,
+        rec: Box<OriginalRecord>,
         frame: Vec<u8>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
@@ -156,7 +156,11 @@ impl Committer {
                     self.batch_deadline = Instant::now() + self.tuning.sync_interval;
                 }
                 self.batch_bytes += frame.len() as u64;
-                self.batch.push(Waiting { rec, frame, reply });
+                self.batch.push(Waiting {
+                    rec: *rec,
+                    frame,
+                    reply,
+                });
                 false
             }
             Msg::Delivered { pos, result } => {

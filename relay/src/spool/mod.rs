@@ -245,6 +245,7 @@ impl SpoolAppender {
             });
         }
         let (reply, rx) = oneshot::channel();
+        let rec = Box::new(rec);
         if self.tx.send(Msg::Append { rec, frame, reply }).is_err() {
             self.stats.release(self.me, len);
             return Err(SpoolError::Unavailable("the spool is stopped".into()));

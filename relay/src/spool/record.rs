@@ -169,6 +169,11 @@ fn parse_body(body: &[u8]) -> Result<OriginalRecord, DecodeError> {
         content_type: None,
         key_id: None,
         consumer: None,
+        policy: None,
+        scrubbed_sha256: None,
+        pii_count: None,
+        guard_findings: Vec::new(),
+        content_encoding: None,
         split: None,
     };
     let n = r.u16()?;
@@ -244,6 +249,18 @@ pub(crate) fn sample(i: usize) -> OriginalRecord {
         content_type: i.is_multiple_of(3).then(|| "application/json".into()),
         key_id: (!i.is_multiple_of(5)).then(|| "k1".into()),
         consumer: i.is_multiple_of(2).then(|| "ios-app".into()),
+        policy: i.is_multiple_of(4).then(|| "default:0123456789ab".into()),
+        scrubbed_sha256: i.is_multiple_of(4).then(|| format!("{:064x}", i)),
+        pii_count: i.is_multiple_of(4).then(|| i.to_string()),
+        guard_findings: if i.is_multiple_of(7) {
+            vec![
+                ("email".into(), "$.note".into()),
+                ("ip".into(), "header.x-a".into()),
+            ]
+        } else {
+            Vec::new()
+        },
+        content_encoding: (i % 4 == 1).then_some(crate::coding::Coding::Gzip),
         split: i.is_multiple_of(4).then(|| "tracking-v2".into()),
     }
 }
@@ -263,6 +280,31 @@ mod tests {
             let (back, used) = decode(&buf).unwrap();
             assert_eq!(used, n);
             assert_eq!(back, r);
+            assert_eq!(
+                back.content_encoding.map(|c| c.as_str()),
+                (i % 4 == 1).then_some("gzip"),
+                "the content-encoding header round-trips"
+            );
+        }
+    }
+
+    #[test]
+    fn receipt_headers_round_trip_through_the_spool() {
+        let mut r = sample(1);
+        r.policy = Some("default:0123456789ab".into());
+        r.scrubbed_sha256 = Some("ab".repeat(32));
+        r.pii_count = Some("3".into());
+        let mut buf = Vec::new();
+        let n = encode(&r, &mut buf);
+        assert_eq!(n, encoded_len(&r));
+        let (back, _) = decode(&buf).unwrap();
+        assert_eq!(back.policy.as_deref(), Some("default:0123456789ab"));
+        assert_eq!(back.scrubbed_sha256, r.scrubbed_sha256);
+        assert_eq!(back.pii_count.as_deref(), Some("3"));
+        assert_eq!(back, r);
+        let names: Vec<&str> = back.headers().map(|(n, _)| n).collect();
+        for h in ["relay-policy", "relay-scrubbed-sha256", "relay-pii-count"] {
+            assert!(names.contains(&h), "{names:?}");
         }
     }
 

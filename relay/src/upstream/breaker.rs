@@ -108,6 +108,17 @@ impl Breaker {
         }
     }
 
+    /// Takes over `old`'s state and window when its settings are the same (a reload that did
+    /// not touch `[upstreams.breaker]`), so a reload does not close an open circuit; with new
+    /// settings the breaker starts closed.
+    pub fn carry_from(&mut self, old: &Breaker) {
+        if self.settings == old.settings {
+            self.state = old.state;
+            self.buckets.clone_from(&old.buckets);
+            self.opened_total = old.opened_total;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> BreakerState {
         self.state

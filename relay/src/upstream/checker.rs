@@ -1,5 +1,6 @@
 //! Active health checks (`[upstreams.health]`): one task per node, on the one worker that owns
-//! the upstream, sends `GET <path>` every `interval_ms` over a new connection with the same
+//! the upstream, sends `GET <path>` every `interval_ms` (to each of a name's addresses in
+//! turn) over a new connection with the same
 //! TLS settings as traffic, and records the verdict in the node's shared atomics
 //! ([`super::health::NodeHealth`]) so every worker's balancer sees it.
 
@@ -31,8 +32,13 @@ pub fn start(shared: Arc<UpstreamShared>, worker: usize, alive: Rc<dyn Fn() -> b
         );
         monoio::spawn(async move {
             let interval = Duration::from_millis(cfg.interval_ms);
+            let mut round = 0usize;
             while alive() {
-                let ok = probe(&shared, connector.as_ref(), node, &cfg).await;
+                // A name with several addresses has them probed in turn.
+                let addrs = shared.node_state[node].addrs();
+                let addr = addrs[round % addrs.len()];
+                round = round.wrapping_add(1);
+                let ok = probe(&shared, connector.as_ref(), node, addr, &cfg).await;
                 record(&shared, worker, node, &cfg, ok);
                 monoio::time::sleep(interval).await;
             }
@@ -66,10 +72,10 @@ async fn probe(
     shared: &UpstreamShared,
     connector: Option<&TlsConnector>,
     node: usize,
+    addr: std::net::SocketAddr,
     cfg: &HealthConfig,
 ) -> bool {
     let limit = Duration::from_millis(cfg.timeout_ms);
-    let addr = shared.node_state[node].addr();
     let fut = async {
         let mut stream = open_connection(shared, connector, node, addr, limit)
             .await

@@ -1,9 +1,9 @@
 //! Following DNS: a background thread per upstream re-resolves the nodes' host names every
-//! `dns_refresh_ms` (blocking `getaddrinfo`, never on a worker) and points each node at its
-//! new address when the old one is gone from the answer. Workers see the change through the
-//! node's address generation and drain their idle connections to the old address; busy ones
-//! finish and are not pooled. A failed or empty resolution keeps the last good address and
-//! says so.
+//! `dns_refresh_ms` (blocking `getaddrinfo`, never on a worker) and points each node at the
+//! addresses of the answer when they changed (all of them: a name with several addresses
+//! spreads its connections over them). Workers see the change through the node's address
+//! generation and drain their idle connections to the old set; busy ones finish and are not
+//! pooled. A failed or empty resolution keeps the last good set and says so.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -53,33 +53,38 @@ pub fn refresh_with(
         }
         let s = &shared.node_state[i];
         match resolve(&n.label) {
-            Ok(addrs) => {
-                let current = s.addr();
-                match next_addr(current, &addrs) {
-                    None => {
-                        tracing::warn!(upstream = %shared.name, node = %n.label, keeping = %current, "the name resolves to no address; keeping the last good one");
+            Ok(resolved) => {
+                let addrs = usable_addrs(&resolved);
+                if addrs.is_empty() {
+                    tracing::warn!(upstream = %shared.name, node = %n.label, keeping = ?s.addrs(), "the name resolves to no address; keeping the last good set");
+                } else {
+                    let before = s.addrs();
+                    if s.set_addrs(&addrs) {
+                        tracing::info!(upstream = %shared.name, node = %n.label, from = ?before, to = ?addrs, "node addresses changed; draining connections to the old ones");
                     }
-                    Some(a) if s.set_addr(a) => {
-                        tracing::info!(upstream = %shared.name, node = %n.label, from = %current, to = %a, "node address changed; draining connections to the old one");
-                    }
-                    Some(_) => {}
                 }
             }
             Err(e) => {
-                tracing::warn!(upstream = %shared.name, node = %n.label, keeping = %s.addr(), error = %e, "cannot re-resolve the node's name; keeping the last good address");
+                tracing::warn!(upstream = %shared.name, node = %n.label, keeping = ?s.addrs(), error = %e, "cannot re-resolve the node's name; keeping the last good set");
             }
         }
     }
 }
 
-/// The address a node should use: the current one while the name still resolves to it (no
-/// needless churn), else the first of the answer; `None` for an empty answer.
-pub fn next_addr(current: SocketAddr, resolved: &[SocketAddr]) -> Option<SocketAddr> {
-    if resolved.contains(&current) {
-        Some(current)
-    } else {
-        resolved.first().copied()
-    }
+/// The addresses of a resolver answer relay uses: the IPv4 ones when there are any (as
+/// Envoy's default `V4_PREFERRED`: `localhost` answers `::1` too, and most upstreams listen
+/// on IPv4), else the IPv6 ones; sorted and without duplicates, so an answer that only
+/// reorders (round-robin DNS) changes nothing. Empty for an empty answer.
+pub fn usable_addrs(resolved: &[SocketAddr]) -> Vec<SocketAddr> {
+    let v4 = resolved.iter().any(|a| a.is_ipv4());
+    let mut out: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|a| a.is_ipv4() == v4)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -87,15 +92,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sticks_to_a_current_address_still_resolved() {
+    fn every_address_sorted_ipv4_preferred() {
         let a: SocketAddr = "10.0.0.1:443".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:443".parse().unwrap();
-        assert_eq!(next_addr(a, &[b, a]), Some(a));
-        assert_eq!(next_addr(a, &[b]), Some(b));
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        assert_eq!(usable_addrs(&[b, a, b]), vec![a, b], "sorted, deduplicated");
+        assert_eq!(usable_addrs(&[v6, b, a]), vec![a, b], "IPv4 preferred");
         assert_eq!(
-            next_addr(a, &[]),
-            None,
-            "an empty answer keeps the last good set"
+            usable_addrs(&[v6]),
+            vec![v6],
+            "IPv6 when there is nothing else"
+        );
+        assert!(
+            usable_addrs(&[]).is_empty(),
+            "an empty answer: the caller keeps the last good set"
         );
     }
 }

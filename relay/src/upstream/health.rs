@@ -43,6 +43,21 @@ impl NodeHealth {
         self.probes_total.load(Ordering::Relaxed)
     }
 
+    /// Takes over `old`'s verdict and counts (the same node in the configuration a reload
+    /// replaced), so a reload neither reinstates an unhealthy node nor forgets its streak.
+    pub fn carry_from(&self, old: &NodeHealth) {
+        self.healthy
+            .store(old.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (new, old) in [
+            (&self.passes, &old.passes),
+            (&self.fails, &old.fails),
+            (&self.probes_total, &old.probes_total),
+            (&self.recoveries, &old.recoveries),
+        ] {
+            new.store(old.load(Ordering::Acquire), Ordering::Release);
+        }
+    }
+
     /// Records one probe result (only the checking worker calls this). Returns the new
     /// healthy flag when it changed.
     pub fn record(&self, ok: bool, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {

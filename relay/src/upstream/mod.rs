@@ -14,6 +14,7 @@ pub mod budget;
 pub mod checker;
 pub mod config;
 pub mod dns;
+pub mod endpoints;
 pub mod error;
 pub mod health;
 pub mod outlier;
@@ -44,8 +45,11 @@ use stream::UpstreamStream;
 /// One node as configured, resolved once at build.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// Address resolved when the upstream was built (see [`NodeShared::addr`] for the live one).
+    /// First address resolved when the upstream was built (see [`NodeShared::addrs`] for the
+    /// live set).
     pub addr: SocketAddr,
+    /// Every usable address resolved when the upstream was built.
+    pub addrs: Vec<SocketAddr>,
     /// `host:port` as configured.
     pub label: String,
     /// WRR weight.
@@ -62,28 +66,37 @@ pub struct NodeShared {
     pub health: health::NodeHealth,
     /// Live state for metrics and the admin view.
     pub status: Arc<NodeStatus>,
-    addr: Mutex<SocketAddr>,
+    addrs: Mutex<Arc<[SocketAddr]>>,
     addr_generation: AtomicU64,
 }
 
 impl NodeShared {
-    /// The address traffic goes to now.
-    pub fn addr(&self) -> SocketAddr {
-        *self.addr.lock().unwrap_or_else(|p| p.into_inner())
+    /// The addresses traffic goes to now (never empty; a host name with several addresses
+    /// has them all, sorted, IPv4 ones only when there are any: see [`dns::usable_addrs`]).
+    pub fn addrs(&self) -> Arc<[SocketAddr]> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Bumped each time the address changes (workers drain their pools for the old one).
+    /// The first of [`NodeShared::addrs`].
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs()[0]
+    }
+
+    /// Bumped each time the address set changes (workers drain their pools for the old one).
     pub fn addr_generation(&self) -> u64 {
         self.addr_generation.load(Ordering::Acquire)
     }
 
-    /// Points the node at `addr`; returns whether it changed.
-    pub fn set_addr(&self, addr: SocketAddr) -> bool {
-        let mut cur = self.addr.lock().unwrap_or_else(|p| p.into_inner());
-        if *cur == addr {
+    /// Points the node at `addrs` (ignored when empty); returns whether the set changed.
+    pub fn set_addrs(&self, addrs: &[SocketAddr]) -> bool {
+        if addrs.is_empty() {
             return false;
         }
-        *cur = addr;
+        let mut cur = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        if **cur == *addrs {
+            return false;
+        }
+        *cur = Arc::from(addrs);
         self.addr_generation.fetch_add(1, Ordering::AcqRel);
         true
     }
@@ -114,6 +127,16 @@ impl UpstreamShared {
         cfg: &UpstreamConfig,
         metrics: Arc<UpstreamMetrics>,
     ) -> Result<UpstreamShared, String> {
+        Self::build_after(cfg, metrics, None)
+    }
+
+    /// [`UpstreamShared::build`] for a reload: each node `previous` (the same upstream in the
+    /// configuration being replaced) also has, by label, keeps its health verdict.
+    pub fn build_after(
+        cfg: &UpstreamConfig,
+        metrics: Arc<UpstreamMetrics>,
+        previous: Option<&UpstreamShared>,
+    ) -> Result<UpstreamShared, String> {
         let tls = match &cfg.tls {
             Some(t) => Some(
                 tls::client_config(t.ca_file.as_deref())
@@ -124,7 +147,7 @@ impl UpstreamShared {
         let mut nodes = Vec::new();
         for n in &cfg.nodes {
             let (host, _port) = parse_node_address(n.address())?;
-            let addr = n
+            let resolved: Vec<SocketAddr> = n
                 .address()
                 .to_socket_addrs()
                 .map_err(|e| {
@@ -134,14 +157,15 @@ impl UpstreamShared {
                         n.address()
                     )
                 })?
-                .next()
-                .ok_or_else(|| {
-                    format!(
-                        "upstream {}: {} resolves to no address",
-                        cfg.name,
-                        n.address()
-                    )
-                })?;
+                .collect();
+            let addrs = dns::usable_addrs(&resolved);
+            let Some(&addr) = addrs.first() else {
+                return Err(format!(
+                    "upstream {}: {} resolves to no address",
+                    cfg.name,
+                    n.address()
+                ));
+            };
             let server_name = match &cfg.tls {
                 Some(t) => {
                     let name = t.server_name.clone().unwrap_or(host.clone());
@@ -154,6 +178,7 @@ impl UpstreamShared {
             };
             nodes.push(Node {
                 addr,
+                addrs,
                 label: n.address().to_string(),
                 weight: n.weight() as i64,
                 server_name,
@@ -183,10 +208,20 @@ impl UpstreamShared {
             .map(|n| NodeShared {
                 health: health::NodeHealth::default(),
                 status: Arc::new(NodeStatus::new(n.label.clone(), workers)),
-                addr: Mutex::new(n.addr),
+                addrs: Mutex::new(Arc::from(n.addrs.as_slice())),
                 addr_generation: AtomicU64::new(0),
             })
             .collect();
+        if let Some(prev) = previous {
+            for (i, j) in node_pairs(&nodes, &prev.nodes) {
+                let (new, old) = (&node_state[i], &prev.node_state[j]);
+                new.health.carry_from(&old.health);
+                new.status.healthy.store(
+                    i64::from(new.health.is_healthy()),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
         *metrics.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
             node_state.iter().map(|s| s.status.clone()).collect();
         Ok(UpstreamShared {
@@ -210,6 +245,7 @@ impl UpstreamShared {
                 serde_json::json!({
                     "node": n.label,
                     "address": s.addr().to_string(),
+                    "addresses": s.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "healthy": s.health.is_healthy(),
                     "ejected_workers": s.status.ejected.sum().max(0),
                     "health_probes": s.health.probes_total(),
@@ -233,12 +269,22 @@ impl UpstreamShared {
     }
 }
 
+/// `(new index, old index)` of the nodes both lists have, matched by label.
+fn node_pairs(new: &[Node], old: &[Node]) -> Vec<(usize, usize)> {
+    new.iter()
+        .enumerate()
+        .filter_map(|(i, n)| old.iter().position(|o| o.label == n.label).map(|j| (i, j)))
+        .collect()
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         // The pooled connections close with this view (after a reload): keep the gauges right.
         let idle = self.idle_count() as i64;
         self.shared.metrics.open.add(self.worker, -idle);
-        self.shared.metrics.circuit_open.set(self.worker, 0);
+        if !self.carried.get() {
+            self.shared.metrics.circuit_open.set(self.worker, 0);
+        }
         for s in &self.shared.node_state {
             s.status.ejected.set(self.worker, 0);
         }
@@ -265,8 +311,8 @@ pub struct Upstream {
     wrr: RefCell<Vec<i64>>,
     rng: RefCell<balance::Rng>,
     in_flight: RefCell<Vec<u32>>,
-    /// The address generation and address this worker's pool is for, per node.
-    addrs: RefCell<Vec<(u64, SocketAddr)>>,
+    /// The addresses this worker's new connections go to, per node.
+    addrs: RefCell<Vec<endpoints::NodeAddrs>>,
     pool: Pool,
     worker: usize,
     /// Passive outlier ejection (`[upstreams.outlier]`), this worker's view.
@@ -277,6 +323,8 @@ pub struct Upstream {
     circuit_published: Cell<bool>,
     /// Per node, the health recoveries already applied to outlier ejection.
     recoveries_seen: RefCell<Vec<u32>>,
+    /// Set once a newer view took this one's state over (its drop leaves the gauges alone).
+    carried: Cell<bool>,
 }
 
 impl Upstream {
@@ -295,7 +343,7 @@ impl Upstream {
                 shared
                     .node_state
                     .iter()
-                    .map(|s| (s.addr_generation(), s.addr()))
+                    .map(|s| endpoints::NodeAddrs::new(s.addr_generation(), s.addrs()))
                     .collect(),
             ),
             pool: Pool::new(
@@ -328,9 +376,38 @@ impl Upstream {
                     .map(|s| s.health.recoveries())
                     .collect(),
             ),
+            carried: Cell::new(false),
             shared,
             worker,
         }
+    }
+
+    /// Takes over what `old` (this worker's view of the same upstream before a reload) knew:
+    /// each node's outlier state, matched by label, and the breaker's state when its
+    /// settings did not change. So a reload neither reinstates an ejected node nor closes an
+    /// open circuit. Pools are not carried (idle connections close with `old`).
+    pub fn carry_from(&self, old: &Upstream) {
+        let pairs = node_pairs(&self.shared.nodes, &old.shared.nodes);
+        if let (Some(new), Some(prev)) = (&self.outliers, &old.outliers) {
+            let (mut new, prev) = (new.borrow_mut(), prev.borrow());
+            let now = Instant::now();
+            for &(i, j) in &pairs {
+                new.carry_node(i, &prev, j);
+                self.shared.node_state[i]
+                    .status
+                    .ejected
+                    .set(self.worker, i64::from(new.is_ejected(i, now)));
+            }
+        }
+        if let (Some(new), Some(prev)) = (&self.breaker, &old.breaker) {
+            let mut new = new.borrow_mut();
+            new.carry_from(&prev.borrow());
+            let open = !matches!(new.state(), breaker::BreakerState::Closed);
+            drop(new);
+            self.circuit_published.set(!open);
+            self.publish_circuit(open);
+        }
+        old.carried.set(true);
     }
 
     /// Upstream name.
@@ -479,28 +556,23 @@ impl Upstream {
     }
 
     /// The address generation this worker uses for `node`, draining the pool first when the
-    /// DNS refresher moved the node to another address.
-    fn current_addr(&self, node: usize) -> (u64, SocketAddr) {
+    /// DNS refresher moved the node to another address set.
+    fn sync_addrs(&self, node: usize) -> u64 {
         let s = &self.shared.node_state[node];
         let g = s.addr_generation();
         let mut addrs = self.addrs.borrow_mut();
-        if addrs[node].0 != g {
+        if addrs[node].follow(g, || s.addrs()) {
             let drained = self.pool.drain_idle(node);
             self.shared.metrics.open.add(self.worker, -(drained as i64));
-            addrs[node] = (g, s.addr());
-            tracing::debug!(upstream = %self.shared.name, node = %self.shared.nodes[node].label, address = %addrs[node].1, drained, "node address changed; idle connections to the old one closed");
+            tracing::debug!(upstream = %self.shared.name, node = %self.shared.nodes[node].label, drained, "node addresses changed; idle connections to the old ones closed");
         }
-        addrs[node]
+        g
     }
 
     /// An idle connection to `node`, or a new one, waiting up to `queue_timeout_ms` when the
     /// node's `max_connections` are all busy (503 `upstream_busy`). Idle connections the
     /// upstream closed meanwhile are dropped, never written to.
-    async fn checkout(
-        &self,
-        node: usize,
-        addr: SocketAddr,
-    ) -> Result<UpstreamStream, AttemptError> {
+    async fn checkout(&self, node: usize) -> Result<UpstreamStream, AttemptError> {
         let cfg = &self.shared.cfg;
         let limit = Duration::from_millis(cfg.queue_timeout_ms);
         loop {
@@ -528,6 +600,7 @@ impl Upstream {
                     return Ok(s);
                 }
                 Checkout::Connect => {
+                    let addr = self.addrs.borrow_mut()[node].next(Instant::now());
                     return match self.connect(node, addr).await {
                         Ok(s) => {
                             self.shared.metrics.created.inc(self.worker);
@@ -536,9 +609,10 @@ impl Upstream {
                         }
                         Err(e) => {
                             self.pool.release(node);
+                            self.addrs.borrow_mut()[node].failed(addr, Instant::now());
                             Err(AttemptError::Connect(e, Vec::new()))
                         }
-                    }
+                    };
                 }
             }
         }
@@ -663,8 +737,8 @@ impl Upstream {
         request: Vec<u8>,
         is_head: bool,
     ) -> Result<(UpstreamResponse, Vec<u8>), AttemptError> {
-        let (generation, addr) = self.current_addr(node);
-        let stream = match self.checkout(node, addr).await {
+        let generation = self.sync_addrs(node);
+        let stream = match self.checkout(node).await {
             Ok(s) => s,
             Err(AttemptError::Connect(e, _)) => return Err(AttemptError::Connect(e, request)),
             Err(e) => return Err(e),

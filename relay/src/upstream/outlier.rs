@@ -95,6 +95,15 @@ impl Outliers {
         }
     }
 
+    /// Takes over node `j` of `old` as node `i` (the same node in the configuration a reload
+    /// replaced): its streak, ejection count and ejection, so a reload does not reinstate an
+    /// ejected node.
+    pub fn carry_node(&mut self, i: usize, old: &Outliers, j: usize) {
+        if let (Some(n), Some(o)) = (self.nodes.get_mut(i), old.nodes.get(j)) {
+            *n = o.clone();
+        }
+    }
+
     /// Records a success from node `i`: its consecutive count resets.
     pub fn success(&mut self, i: usize) {
         if let Some(n) = self.nodes.get_mut(i) {

@@ -37,6 +37,11 @@ pub(crate) fn sample(topic: &Arc<str>, i: usize) -> OriginalRecord {
         content_type: (i % 2 < 1).then(|| "application/json".to_string()),
         key_id: (i % 4 != 3).then(|| "k2026".to_string()),
         consumer: None,
+        policy: None,
+        scrubbed_sha256: None,
+        pii_count: None,
+        guard_findings: Vec::new(),
+        content_encoding: None,
         split: None,
     }
 }

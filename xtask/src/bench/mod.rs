@@ -68,7 +68,7 @@ pub struct BenchArgs {
     pub rates: Vec<u64>,
     /// Scenarios to run: direct, uring-1w, epoll-1w, uring-2w, scrub-1w, full-1w, and the
     /// references nginx, haproxy-http, haproxy-tcp. Also available: dead-node-1w (one of two
-    /// upstream nodes dead), full-spool-1w and full-ack-1w (delivery modes), full-auth-1w
+    /// upstream nodes dead), circuit-open-1w (the only node dead, breaker open), full-spool-1w and full-ack-1w (delivery modes), full-auth-1w
     /// (API-key consumer with a rate limit and a quota).
     #[arg(
         long,

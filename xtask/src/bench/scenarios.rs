@@ -68,6 +68,11 @@ pub(super) fn spec(name: &str) -> Result<ScenarioSpec> {
             relay: Some(("io_uring", 1, Work::Proxy)),
             reference: None,
         },
+        "circuit-open-1w" => ScenarioSpec {
+            what: "relay plain proxy, io_uring, 1 worker, the only upstream node dead (refuses connections) and the circuit breaker on: after the first failures every request is answered 503 upstream_unavailable at once (every answer counts as an error here)",
+            relay: Some(("io_uring", 1, Work::Proxy)),
+            reference: None,
+        },
         "epoll-1w" => ScenarioSpec {
             what: "relay plain proxy, epoll, 1 worker",
             relay: Some(("epoll", 1, Work::Proxy)),
@@ -238,6 +243,27 @@ fn dead_node_config(config: String, dead: std::net::SocketAddr) -> String {
     )
 }
 
+/// The `circuit-open-1w` configuration: the upstream's only node is where nothing listens, and
+/// the circuit breaker opens after 20 requests in its window (half-open probes every 5 s).
+fn with_open_circuit(config: String) -> Result<String> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Ok(open_circuit_config(config, dead))
+}
+
+fn open_circuit_config(config: String, dead: std::net::SocketAddr) -> String {
+    let start = config
+        .find("nodes = [\"")
+        .expect("relay_config has a node list");
+    let end = start + config[start..].find("]\n").expect("node list ends");
+    let mut c = config.clone();
+    c.replace_range(start..end + 1, &format!("nodes = [\"{dead}\"]"));
+    c.replacen(
+        "\n[[routes]]",
+        "\n[upstreams.breaker]\nmin_requests = 20\nfailure_rate_percent = 50\nopen_ms = 5000\nhalf_open_probes = 1\n\n[[routes]]",
+        1,
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_scenario(
     name: &str,
@@ -355,6 +381,9 @@ pub(super) fn run_scenario(
             Work::Scrub => relay_config(engine, workers, &upstream, true, None),
             Work::Proxy if name == "dead-node-1w" => {
                 with_dead_node(relay_config(engine, workers, &upstream, false, None))?
+            }
+            Work::Proxy if name == "circuit-open-1w" => {
+                with_open_circuit(relay_config(engine, workers, &upstream, false, None))?
             }
             Work::Proxy => relay_config(engine, workers, &upstream, false, None),
         };
@@ -474,8 +503,18 @@ pub(super) fn run_scenario(
             name,
             i,
         )?;
+        // With the circuit open, 502/503 answers are the point; anything else still stops.
+        let expected: u64 = if name == "circuit-open-1w" {
+            st.errors_by_class
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "502" | "503"))
+                .map(|(_, v)| v)
+                .sum()
+        } else {
+            0
+        };
         let saturated = st.achieved_tps < 0.9 * rate as f64
-            || st.errors > 0
+            || st.errors > expected
             || st.p99_us as f64 > 4.0 * args.p99_ms * 1000.0;
         sc.steps.push(st);
         if saturated {
@@ -718,6 +757,18 @@ mod dead_node_tests {
         let outlier = c.find("[upstreams.outlier]").unwrap();
         let routes = c.find("[[routes]]").unwrap();
         assert!(outlier < routes && c.contains("[upstreams.health]"), "{c}");
+    }
+
+    #[test]
+    fn the_open_circuit_scenario_has_only_the_dead_node_and_a_breaker() {
+        let c = open_circuit_config(
+            relay_config("io_uring", 1, "127.0.0.1:9000", false, None),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        assert!(c.contains("nodes = [\"127.0.0.1:1\"]\n"), "{c}");
+        assert!(!c.contains("9000"), "{c}");
+        let breaker = c.find("[upstreams.breaker]").unwrap();
+        assert!(breaker < c.find("[[routes]]").unwrap(), "{c}");
     }
 
     #[test]
