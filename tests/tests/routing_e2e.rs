@@ -753,6 +753,81 @@ fn ack_routes_call_the_upstream_while_kafka_acknowledges(engine: &str) {
     assert_eq!(tracking.count(), 1);
 }
 
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn compressed_split_batches_publish_decoded_lines(engine: &str) {
+    let broker = Tansu::start();
+    for t in ["events", "purchases"] {
+        broker.create_topic(t);
+    }
+    let tracking = StubUpstream::start(Behavior::default());
+    let payments = StubUpstream::start(Behavior::default());
+    let v2 = StubUpstream::start(Behavior::default());
+    let same = "[[routes]]\nname = \"batches-same\"\npath = \"/v1/batch-same\"\nupstream = \"tracking\"\ntopic = \"events\"\npii = \"default\"\nsplit_batches = true\nforward_encoding = \"same\"\n[[routes.match]]\nfield = \"event_type\"\nequals = [\"purchase\"]\nupstream = \"payments-tracking\"\ntopic = \"purchases\"\n";
+    let relay = Relay::start(&config(
+        engine,
+        &broker.bootstrap(),
+        [tracking.addr, payments.addr, v2.addr],
+        same,
+    ));
+    let a = relay.addr;
+    let batch = "{\"event_type\":\"view\",\"n\":1,\"user_id\":\"u-1\"}\n{\"event_type\":\"purchase\",\"n\":2}\n{\"n\":3}\n";
+    let gz = gzip(batch.as_bytes());
+    for path in ["/v1/batch", "/v1/batch-same"] {
+        let r = send(
+            a,
+            path,
+            "application/x-ndjson",
+            "Content-Encoding: gzip\r\n",
+            &gz,
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let (t, p) = (tracking.requests(), payments.requests());
+    assert_eq!((t.len(), p.len()), (2, 2));
+    // identity: the scrubbed lines as they are; same: those lines gzip-encoded again.
+    assert_eq!(t[0].header("content-encoding"), None);
+    let t0 = String::from_utf8(t[0].body.clone()).unwrap();
+    assert!(
+        t0.contains("\"n\":1") && t0.contains("\"n\":3") && !t0.contains("u-1"),
+        "{t0}"
+    );
+    assert_eq!(t[1].header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&t[1].body), t0.as_bytes());
+    assert_eq!(gunzip(&p[1].body), p[0].body);
+    // Kafka: each part's lines as decoded (compressed bytes cannot be cut), no coding header.
+    let events = topic(&broker, "events", 2);
+    let want = "{\"event_type\":\"view\",\"n\":1,\"user_id\":\"u-1\"}\n{\"n\":3}\n";
+    assert_eq!(payloads(&events), HashSet::from([want.to_string()]));
+    assert!(events
+        .iter()
+        .all(|r| r.header("content-encoding").is_none()));
+    let purchases = topic(&broker, "purchases", 2);
+    assert_eq!(
+        payloads(&purchases),
+        HashSet::from(["{\"event_type\":\"purchase\",\"n\":2}\n".to_string()])
+    );
+}
+
 /// `relay check` prints the effective routing config and refuses bad references with the field.
 #[test]
 fn relay_check_validates_named_upstreams_topics_and_splits() {
@@ -829,4 +904,5 @@ on_both_engines!(
     split_batches_forward_per_destination_with_the_worst_status,
     splits_are_sticky_by_device_across_a_reload,
     ack_routes_call_the_upstream_while_kafka_acknowledges,
+    compressed_split_batches_publish_decoded_lines,
 );
