@@ -5,6 +5,8 @@
 //! Names follow `relay_<what>_<unit>[_total]`; labels are low-cardinality (route, status,
 //! reason, topic, upstream).
 
+pub mod decode;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -159,7 +161,7 @@ pub struct RouteMetrics {
     /// PII values hashed.
     pub pii_hashed: Counter,
     /// Compressed request bodies: decoded bytes and refusals.
-    pub decode: crate::coding::metrics::DecodeMetrics,
+    pub decode: decode::DecodeMetrics,
 }
 
 impl RouteMetrics {
@@ -178,7 +180,7 @@ impl RouteMetrics {
             bytes_in: Counter::new(workers),
             bytes_out: Counter::new(workers),
             pii_hashed: Counter::new(workers),
-            decode: crate::coding::metrics::DecodeMetrics::new(workers),
+            decode: decode::DecodeMetrics::new(workers),
         }
     }
     /// Counts a response with `status` on worker `w`.
@@ -557,7 +559,7 @@ impl Metrics {
         }
         per_name(out, "route", &routes, ROUTE_FAMILIES);
         let decode: Vec<_> = routes.iter().map(|(n, r)| (n.clone(), &r.decode)).collect();
-        crate::coding::metrics::render(out, &decode);
+        decode::render(out, &decode);
     }
 
     /// Rejections by reason, and the connection, panic and in-flight families.

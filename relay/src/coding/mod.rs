@@ -16,13 +16,12 @@
 //! - A stream that ends early is `Truncated`, one that does not parse (or has bytes after its
 //!   end) is `Corrupt`: both 400 `invalid_encoding`.
 //!
-//! Pure: no I/O, no runtime. [`config`] holds the route options and their defaults,
-//! [`metrics`] the per-route counters.
+//! Pure: no I/O, no runtime. [`config`] holds the route options and their defaults; the
+//! per-route counters are `crate::metrics::decode` (metrics depend on this module, not back).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod metrics;
 #[cfg(test)]
 mod tests;
 

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Coding, DecodeError};
-use crate::metrics::{esc, family, Counter};
+use super::{esc, family, Counter};
+use crate::coding::{Coding, DecodeError};
 
 /// The `reason` label of `relay_request_decode_refusals_total`, in counter order.
 pub const REFUSALS: [&str; 4] = [
