@@ -526,3 +526,35 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_reused_zstd_context_starts_clean_after_every_refusal() {
+    // One thread, one context: a body refused mid-frame (truncated, over the cap, corrupt,
+    // a too-large window) must leave nothing behind for the next body, and the window limit
+    // must survive the reset.
+    let good = body(5000);
+    let frame = zstd(&good);
+    let bomb = zstd(&vec![0u8; 4 << 20]);
+    let mut corrupt = frame.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    let refusals: [(&[u8], Limits); 4] = [
+        (&frame[..frame.len() - 7], BIG),
+        (&bomb, limits(1 << 20, 100_000)),
+        (&corrupt, BIG),
+        (&zstd_windowed(ZSTD_WINDOW_LOG_MAX + 1), BIG),
+    ];
+    for (i, (bad, l)) in refusals.into_iter().enumerate() {
+        assert!(decode(Coding::Zstd, bad, l).is_err(), "refusal {i}");
+        assert_eq!(
+            decode(Coding::Zstd, &frame, BIG).unwrap(),
+            good,
+            "after refusal {i}"
+        );
+        let err = decode(Coding::Zstd, &zstd_windowed(ZSTD_WINDOW_LOG_MAX + 1), BIG).unwrap_err();
+        assert!(
+            err.to_string().contains("8 MiB"),
+            "after refusal {i}: {err}"
+        );
+    }
+}
