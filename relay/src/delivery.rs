@@ -56,7 +56,8 @@ pub fn check_record_fits(kafka: &KafkaSender, rec: &OriginalRecord) -> Result<()
     Ok(())
 }
 
-/// Publishes `rec` for `route` in its delivery mode. Runs after routing and before scrubbing.
+/// Publishes `rec` for `route` in its delivery mode. Runs after the scrub pass (the record
+/// carries the receipt of what is forwarded) and before the upstream exchange.
 pub async fn publish_original(
     worker: &Worker,
     route: &Route,
