@@ -816,3 +816,17 @@ pub const REQUIRED_METRICS: &[&str] = &[
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
 ];
+
+/// Turns each `case(engine: &str)` function of a test file into two tests, `io_uring::case`
+/// and `epoll::case`, so every black-box case runs on both io engines.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $case() { super::$case("io_uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $case() { super::$case("epoll") } )*
+        }
+    };
+}

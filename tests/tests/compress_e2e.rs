@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use flate2::{Compression, GzBuilder};
 use relay_e2e::broker::{read_topic, Tansu};
+use relay_e2e::on_both_engines;
 use relay_e2e::{Behavior, Client, Relay, Response, StubUpstream};
 use sha2::{Digest, Sha256};
 
@@ -721,17 +722,6 @@ fn spooled_original_keeps_its_coding_across_a_relay_kill(engine: &str) {
         replayed >= 2.0,
         "the broker was frozen: both came from the spool on disk"
     );
-}
-
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
 }
 
 on_both_engines!(

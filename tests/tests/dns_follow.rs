@@ -138,17 +138,6 @@ fn a_moved_name_is_followed_without_a_restart_or_a_failed_request(engine: &str) 
     assert!(new.count() >= 6);
 }
 
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
-}
-
 on_both_engines!(
     a_name_with_two_addresses_gets_traffic_on_both,
     a_moved_name_is_followed_without_a_restart_or_a_failed_request,

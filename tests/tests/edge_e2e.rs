@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use relay_e2e::broker::{read_topic, Broker, Mock};
+use relay_e2e::on_both_engines;
 use relay_e2e::{wait_for, Behavior, Client, Relay, Response, StubUpstream};
 use sha2::{Digest, Sha256};
 
@@ -413,17 +414,6 @@ fn limits_refuse_with_headers_and_survive_a_reload(engine: &str) {
         relay.metric(r#"relay_consumer_requests_total{consumer="limited",outcome="rate_limited"}"#),
         3.0
     );
-}
-
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
 }
 
 on_both_engines!(

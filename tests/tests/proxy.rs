@@ -500,17 +500,6 @@ fn sigterm_finishes_in_flight_and_exits_0(engine: &str) {
     assert_eq!(up.count(), 2);
 }
 
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
-}
-
 on_both_engines!(
     upstream_error_bodies_pass_byte_for_byte,
     keep_alive_reuses_one_upstream_connection,

@@ -551,17 +551,6 @@ fn stalled_node_is_ejected_after_its_timeout(engine: &str) {
     assert_eq!(good.count(), 7);
 }
 
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
-}
-
 on_both_engines!(
     an_ejected_node_stays_ejected_across_a_reload,
     an_open_circuit_stays_open_across_a_reload,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use sha2::Digest as _;
 
 use relay_e2e::broker::{read_topic, GatedTansu, ReadBack, Tansu};
+use relay_e2e::on_both_engines;
 use relay_e2e::{relay_bin, wait_for, Behavior, Client, Relay, Response, StubUpstream};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -886,17 +887,6 @@ fn relay_check_validates_named_upstreams_topics_and_splits() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains(field), "{field} not named: {err}");
     }
-}
-
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod io_uring {
-            $( #[test] fn $case() { super::$case("io_uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $case() { super::$case("epoll") } )*
-        }
-    };
 }
 
 on_both_engines!(
