@@ -576,6 +576,36 @@ fn split_batches_forward_per_destination_with_the_worst_status(engine: &str) {
     assert!(payloads(&events).contains(same));
 }
 
+/// 10,000 generated requests from 10,000 devices over one keep-alive connection: the 1:1
+/// sticky split lands each side within 2 % of half, and Kafka's `relay-split` agrees with the
+/// upstream that got each request. Deterministic: the side is a hash of the device id.
+fn ten_thousand_devices_land_in_the_configured_proportions(engine: &str) {
+    let s = setup(engine);
+    let mut c = Client::connect(s.relay.addr);
+    let n = 10_000;
+    for d in 0..n {
+        let body = format!(r#"{{"device_id":"gen-{d}","event_type":"view"}}"#);
+        assert_eq!(c.post("/v1/ab", body.as_bytes()).status, 200);
+    }
+    let (t, v2) = (s.tracking.count(), s.v2.count());
+    assert_eq!(t + v2, n, "every request forwarded once");
+    assert_eq!(s.payments.count(), 0);
+    let share = v2 as f64 / n as f64;
+    assert!(
+        (share - 0.5).abs() <= 0.02,
+        "{v2} of {n} on tracking-v2 with weights 1:1 ({share:.4})"
+    );
+    let records = topic(&s.broker, "ab", n);
+    let on_v2 = records
+        .iter()
+        .filter(|r| r.header("relay-split") == Some(b"tracking-v2".as_slice()))
+        .count();
+    assert_eq!(
+        on_v2, v2,
+        "Kafka's relay-split matches where the requests went"
+    );
+}
+
 fn splits_are_sticky_by_device_across_a_reload(engine: &str) {
     let s = setup(engine);
     let a = s.relay.addr;
@@ -890,6 +920,7 @@ fn relay_check_validates_named_upstreams_topics_and_splits() {
 }
 
 on_both_engines!(
+    ten_thousand_devices_land_in_the_configured_proportions,
     matches_land_on_their_upstream_and_topic,
     split_batches_forward_per_destination_with_the_worst_status,
     splits_are_sticky_by_device_across_a_reload,
